@@ -1,0 +1,59 @@
+"""`search`: the command line. Thin: it parses arguments and delegates to library functions.
+
+Each subcommand lives in its own module under search/commands/ exposing
+    NAME: str, HELP: str, add_arguments(parser) -> None, run(args) -> int
+and is listed in COMMANDS below.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order `search --help` lists them.
+COMMANDS = [
+    "search.commands.validate",
+    "search.commands.sample",
+    "search.commands.train",
+    "search.commands.run",
+    "search.commands.resume",
+    "search.commands.status",
+    "search.commands.best",
+    "search.commands.ui",
+    "search.commands.sync",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="search",
+        description="Declarative hyperparameter search for PyTorch image classifiers: "
+                    "write a space YAML file, then `search run space.yaml`.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module_name in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.errors import UserError
+    from trainers.errors import TrainerError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (UserError, TrainerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Subcommands of `search`; see search/cli.py. Helpers shared by the commands that read a
+finished or running search (status, best)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """NAME plus where its runs and study live."""
+    parser.add_argument("name", metavar="NAME",
+                        help="the space's name, its YAML file, or the output folder of its runs")
+    parser.add_argument("--output", metavar="DIR", help="folder of the runs (default "
+                        "./runs/<name>)")
+    parser.add_argument("--storage", metavar="URL", help="study database (default: the one "
+                        "the last run used)")
+
+
+def open_search(args: argparse.Namespace):
+    """(study name, output folder, the Optuna study) of the search the arguments name."""
+    import optuna
+
+    from search import study as studies
+    from search.runs import locate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name, output, url = locate(args.name, args.output, args.storage)
+    return name, output, studies.load_study(studies.open_storage(url), name)

@@ -1,0 +1,29 @@
+"""`search resume NAME`: continue a run that was interrupted or whose driver was killed."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "resume"
+HELP = ("continue the last run of a search after Ctrl-C or a killed driver: unfinished trials "
+        "resume from their checkpoints, finished ones are not run again")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from search.commands.run import add_common
+
+    parser.add_argument("name", metavar="NAME",
+                        help="the space's name, its YAML file, or the output folder of its runs")
+    add_common(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.commands.run import options_from, report
+    from search.runner import resume_search
+    from search.runs import locate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _, output, _ = locate(args.name, args.output)
+    outcome = resume_search(output, options_from(args))
+    return report(outcome, outcome.objectives)

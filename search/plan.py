@@ -1,0 +1,150 @@
+"""What one search run needs from a space, as small frozen objects made by pure functions.
+
+The space (spaces.load_space) has already validated its sections; these functions only give them
+the shapes the orchestration uses: objectives with Tune's min/max modes, a budget with plain
+numbers, per-trial resources as the request Ray will get, and the concurrency that fits the
+cluster. They accept mappings or attribute objects so tests can hand in small stand-ins.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from search.errors import UserError
+
+# Metrics fit() reports after every epoch; the rest (test_accuracy, num_params, ...) exist only at
+# the end of a trial, so a scheduler cannot prune on them.
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "grad_norm", "epoch_time",
+                 "samples_per_sec")
+FINAL_METRICS = ("test_accuracy", "num_params", "best_val_accuracy", "latency_ms")
+
+_DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize",
+               "minimize": "minimize"}
+
+
+def field_of(obj: Any, name: str, default: Any = None) -> Any:
+    """`obj[name]` for mappings, `obj.name` otherwise."""
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # "maximize" | "minimize" (Optuna's words)
+
+    @property
+    def mode(self) -> str:  # Tune's words
+        return "max" if self.direction == "maximize" else "min"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.direction == "maximize" else a < b
+
+
+def objectives_of(space: Any) -> tuple[Objective, ...]:
+    raw = field_of(space, "objective")
+    items = raw if isinstance(raw, (list, tuple)) else [raw]
+    out = []
+    for i, item in enumerate(items):
+        metric, direction = field_of(item, "metric"), field_of(item, "direction", "maximize")
+        if not isinstance(metric, str) or str(direction).lower() not in _DIRECTIONS:
+            raise UserError(f"objective[{i}]: needs a metric name and a direction (maximize or "
+                            f"minimize), got {item!r}")
+        out.append(Objective(metric, _DIRECTIONS[str(direction).lower()]))
+    if not out:
+        raise UserError("objective: at least one {metric, direction} is required")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int
+    max_epochs: int | None = None
+    time_limit: float | None = None  # seconds
+    target: float | None = None      # stop the run once the first objective reaches it
+
+
+def budget_of(space: Any) -> Budget:
+    b = field_of(space, "budget", {})
+    trials = field_of(b, "trials", 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise UserError(f"budget.trials: must be an integer >= 1, got {trials!r}")
+    max_epochs = field_of(b, "max_epochs")
+    time_limit = field_of(b, "time_limit")
+    target = field_of(b, "target")
+    return Budget(trials, None if max_epochs is None else int(max_epochs),
+                  None if time_limit is None else float(time_limit),
+                  None if target is None else float(target))
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+    max_concurrent: int | None = None
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of one trial: its whole CPUs (a fractional CPU still gets one)."""
+        return max(1, int(math.floor(self.cpu)))
+
+    def request(self) -> dict[str, float]:
+        """The bundle Ray is asked for per trial (what tune.with_resources receives)."""
+        out = {"CPU": float(self.cpu)}
+        if self.gpu:
+            out["GPU"] = float(self.gpu)
+        return out
+
+
+def resources_of(space: Any) -> Resources:
+    r = field_of(space, "resources", {})
+    cpu = float(field_of(r, "cpu", 1) or 0)
+    gpu = float(field_of(r, "gpu", 0) or 0)
+    mc = field_of(r, "max_concurrent")
+    if cpu <= 0 and gpu <= 0:
+        raise UserError(f"resources: a trial needs cpu > 0 or gpu > 0, got cpu={cpu:g}, "
+                        f"gpu={gpu:g}")
+    if gpu > 1 and gpu != int(gpu):
+        raise UserError(f"resources.gpu: above 1 a trial takes whole GPUs, got {gpu:g}; "
+                        "use a fraction such as 0.25 to share one GPU, or 1, 2, ...")
+    return Resources(cpu, gpu, None if mc is None else int(mc))
+
+
+def concurrency(res: Resources, cluster: Mapping[str, float]) -> int:
+    """How many trials can run at once: the space's max_concurrent, capped by what the cluster
+    holds. A request the cluster can never satisfy is the user's mistake, said before Ray hangs
+    waiting for it."""
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    if res.cpu > cpus:
+        raise UserError(f"resources.cpu: each trial asks for {res.cpu:g} CPUs but the Ray "
+                        f"cluster has {cpus:g}; lower resources.cpu")
+    if res.gpu > gpus:
+        raise UserError(f"resources.gpu: each trial asks for {res.gpu:g} GPUs but the Ray "
+                        f"cluster has {gpus:g}; set resources.gpu: 0 to train on the CPU")
+    fits = [int(cpus // res.cpu + 1e-9)] if res.cpu > 0 else []
+    if res.gpu > 0:
+        fits.append(int(gpus // res.gpu + 1e-9))
+    slots = max(1, min(fits))
+    return max(1, min(slots, res.max_concurrent)) if res.max_concurrent else slots
+
+
+def epochs_cap(config: dict, budget: Budget) -> dict:
+    """The config with train.epochs capped by budget.max_epochs (a new dict)."""
+    if budget.max_epochs is None:
+        return config
+    train = dict(config.get("train", {}))
+    train["epochs"] = min(int(train.get("epochs", budget.max_epochs)), budget.max_epochs)
+    return {**config, "train": train}
+
+
+def max_epochs(space: Any, budget: Budget) -> int:
+    """The most epochs a trial can run: the scheduler's max_t."""
+    fixed = field_of(space, "fixed", {}) or {}
+    epochs = field_of(field_of(fixed, "train", {}), "epochs")
+    if budget.max_epochs is not None:
+        return budget.max_epochs
+    return int(epochs) if epochs else 12

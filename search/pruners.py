@@ -1,0 +1,150 @@
+"""The pruner registry: the space's `pruner.name` → a Ray Tune trial scheduler.
+
+Early stopping is Tune's job (Optuna's own pruners never run inside Tune). Every scheduler
+counts time in epochs (`training_iteration`, which the trainable sets to the epoch number) and
+watches the first objective. `pbt` is a mode of its own: it cannot share the run with a
+searcher, so its population is sampled up front and its mutations come from the space.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from search.errors import UserError
+from search.plan import EPOCH_METRICS, Objective, field_of
+
+TIME_ATTR = "training_iteration"
+
+
+@dataclass(frozen=True)
+class PrunerInfo:
+    name: str
+    build: Callable[[dict, Objective, int, Any], Any]  # (section, objective, max_t, space)
+    doc: str
+    uses_searcher: bool = True   # False: Tune refuses a search algorithm beside it (PBT)
+    watches_metric: bool = True  # False: needs no per-epoch objective (FIFO)
+
+
+def _int(section: dict, key: str, default: int) -> int:
+    value = field_of(section, key)
+    return default if value is None else int(value)
+
+
+def _asha(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import ASHAScheduler
+
+    grace = min(_int(section, "grace_period", 1), max_t)
+    return ASHAScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
+                         grace_period=grace,
+                         reduction_factor=float(field_of(section, "reduction_factor", 3) or 3),
+                         brackets=_int(section, "brackets", 1))
+
+
+def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import HyperBandScheduler
+
+    return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
+                              reduction_factor=float(field_of(section, "reduction_factor", 3)
+                                                     or 3))
+
+
+def _median(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import MedianStoppingRule
+
+    # time_attr in epochs: Tune's default counts the grace period in seconds.
+    return MedianStoppingRule(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
+                              grace_period=float(_int(section, "grace_period", 1)),
+                              min_samples_required=3)
+
+
+def _none(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    return PopulationBasedTraining(
+        time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
+        perturbation_interval=float(_int(section, "perturbation_interval", 2)),
+        quantile_fraction=float(field_of(section, "quantile_fraction", 0.25) or 0.25),
+        hyperparam_mutations={"params": mutations_of(space)}, log_config=False)
+
+
+# A PBT member continues from another member's checkpoint: parameters that shape the model or
+# the data, or choose the optimiser/schedule class, would not fit that checkpoint.
+FROZEN_GROUPS = ("model", "data")
+FROZEN_SETTINGS = ("optimizer.name", "scheduler.name", "train.epochs")
+
+
+def mutable(path: str) -> bool:
+    return path.split(".", 1)[0] not in FROZEN_GROUPS and path not in FROZEN_SETTINGS
+
+
+def mutations_of(space: Any) -> dict[str, Any]:
+    """PBT's hyperparam_mutations: a Tune domain per searched parameter that can change in the
+    middle of training (optimiser settings, regularisation, augmentation, ...)."""
+    from optuna import distributions as d
+    from ray import tune
+
+    dists = space.distributions()
+    if dists is None:
+        raise UserError("pruner.name: pbt needs a space without conditional parameters (a "
+                        "mutation may not switch a parameter on or off); use asha, or fix the "
+                        "choice that the conditional parameters depend on")
+    paths = {p.name: p.path for p in getattr(space, "params", [])}
+    dists = {name: dist for name, dist in dists.items() if mutable(paths.get(name, name))}
+    if not dists:
+        raise UserError("pruner.name: pbt needs a searched parameter it can change mid-training "
+                        "(an optimizer, regularization or augment setting), got none; model and "
+                        "data settings cannot change under a running checkpoint")
+    out: dict[str, Any] = {}
+    for name, dist in dists.items():
+        if isinstance(dist, d.CategoricalDistribution):
+            out[name] = list(dist.choices)
+        elif isinstance(dist, d.IntDistribution):
+            out[name] = (tune.lograndint(dist.low, dist.high + 1) if dist.log
+                         else tune.qrandint(dist.low, dist.high, dist.step))
+        elif dist.log:
+            out[name] = tune.loguniform(dist.low, dist.high)
+        elif dist.step is not None:
+            out[name] = tune.quniform(dist.low, dist.high, dist.step)
+        else:
+            out[name] = tune.uniform(dist.low, dist.high)
+    return out
+
+
+PRUNERS: dict[str, PrunerInfo] = {p.name: p for p in (
+    PrunerInfo("asha", _asha, "asynchronous successive halving: stop the worst trials at "
+               "grace_period * reduction_factor^k epochs"),
+    PrunerInfo("hyperband", _hyperband, "synchronous HyperBand brackets (pauses trials)"),
+    PrunerInfo("median", _median, "stop a trial below the median of the others at the same "
+               "epoch, after grace_period epochs"),
+    PrunerInfo("none", _none, "run every trial to its last epoch", watches_metric=False),
+    PrunerInfo("pbt", _pbt, "population-based training: exploit the best trials' checkpoints "
+               "and perturb their parameters every perturbation_interval epochs",
+               uses_searcher=False),
+)}
+
+
+def pruner_info(space: Any) -> PrunerInfo:
+    name = field_of(field_of(space, "pruner", {}) or {}, "name", "asha")
+    info = PRUNERS.get(name)
+    if info is None:
+        raise UserError(f"pruner.name: unknown pruner {name!r}; expected one of "
+                        f"{', '.join(PRUNERS)}")
+    return info
+
+
+def build_scheduler(space: Any, objective: Objective, max_t: int):
+    """The Tune scheduler for the space's pruner, watching `objective` over `max_t` epochs."""
+    section = field_of(space, "pruner", {}) or {}
+    info = pruner_info(space)
+    if info.watches_metric and objective.metric not in EPOCH_METRICS:
+        raise UserError(f"pruner.name: {info.name} compares trials epoch by epoch on the first "
+                        f"objective, but {objective.metric!r} is only known when a trial ends; "
+                        f"put an epoch metric ({', '.join(EPOCH_METRICS[:3])}) first or use "
+                        "pruner none")
+    return info.build(section, objective, max(1, int(max_t)), space)

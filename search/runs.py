@@ -1,0 +1,135 @@
+"""The output folder of a search and its run folders.
+
+    <output>/                 default ./runs/<space name>/, made absolute
+        study.db              the Optuna study (unless --storage / $SEARCH_STORAGE points away)
+        run-YYYYmmdd-HHMMSS/  one Tune experiment per `search run`; holds search_run.json (how
+                              it was started, by which process, whether it ended), space.yaml
+                              and space.pkl (the space, for `search resume` and `search best`)
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from search import study as studies
+from search.errors import UserError
+
+RUN_FILE = "search_run.json"
+
+
+def output_dir(name: str, output: str | None) -> Path:
+    return Path(output or Path("runs") / name).expanduser().absolute()
+
+
+def new_run_id(output: Path) -> str:
+    base = time.strftime("run-%Y%m%d-%H%M%S")
+    run_id, i = base, 1
+    while (output / run_id).exists():
+        i += 1
+        run_id = f"{base}-{i}"
+    return run_id
+
+
+def write_run_file(exp_dir: Path, info: dict) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = exp_dir / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, exp_dir / RUN_FILE)
+
+
+def read_run_file(exp_dir: Path) -> dict:
+    return json.loads((exp_dir / RUN_FILE).read_text())
+
+
+def runs_of(output: Path) -> list[Path]:
+    """The run folders of an output folder, oldest first."""
+    if not output.is_dir():
+        return []
+    return sorted(p for p in output.iterdir() if (p / RUN_FILE).is_file())
+
+
+def driver_alive(info: dict) -> bool:
+    """Whether the process that started a run still runs (on this host)."""
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    cmdline = Path(f"/proc/{info['pid']}/cmdline")
+    return not cmdline.exists() or b"python" in cmdline.read_bytes() or \
+        b"search" in cmdline.read_bytes()
+
+
+def find_run(output: Path) -> Path:
+    """The run folder to resume: the newest one that did not finish."""
+    runs = runs_of(output)
+    if not runs:
+        raise UserError(f"resume: no runs in {output}; start one with `search run SPACE.yaml`"
+                        " (or give --output)")
+    last = runs[-1]
+    info = read_run_file(last)
+    if info.get("state") == "finished":
+        raise UserError(f"resume: the last run {last.name} of {info['space_name']} finished; "
+                        "nothing to resume (run `search run` again to add trials)")
+    if info.get("state") == "running" and driver_alive(info):
+        raise UserError(f"resume: run {last.name} is still running (pid {info['pid']}); wait "
+                        "for it or stop it first")
+    return last
+
+
+def output_of(target: str | None, output: str | None = None) -> tuple[str | None, Path]:
+    """(study name when known, output folder) for what a user names: --output, a space name
+    (./runs/<name>, the default of `search run`), a space file, or an output folder of runs."""
+    if not target:
+        if output:
+            return None, output_dir("", output)
+        raise UserError("name a search: NAME (its ./runs/NAME folder), its space file, or "
+                        "--output DIR")
+    path = Path(target).expanduser()
+    if target.endswith((".yaml", ".yml")) and path.is_file():
+        from spaces import load_space
+
+        name = load_space(target).name
+        return name, output_dir(name, output)
+    if path.is_dir() and not output:
+        if runs := runs_of(path.absolute()):
+            return read_run_file(runs[-1])["study_name"], path.absolute()
+        if not output_dir(target, None).is_dir():  # a folder, not the name of a search
+            return None, path.absolute()
+    return target, output_dir(target, output)
+
+
+def locate(target: str, output: str | None = None,
+           storage: str | None = None) -> tuple[str, Path, str]:
+    """(study name, output folder, storage URL) for what a user names (see output_of)."""
+    name, out = output_of(target, output)
+    if name is None:
+        raise UserError(f"{target}: no search found in {out}; run `search run SPACE.yaml` "
+                        "first, or give --output / --storage")
+    runs = runs_of(out)
+    given = storage or os.environ.get(studies.ENV_STORAGE)
+    url = studies.storage_url(storage, out) if given or not runs \
+        else read_run_file(runs[-1])["storage_url"]
+    if not runs and not given and not (out / "study.db").is_file():
+        raise UserError(f"{target}: no search found in {out}; run `search run SPACE.yaml` "
+                        "first, or give --output / --storage")
+    return name, out, url
+
+
+def space_of_trial(output: Path, trial) -> Any:
+    """The space a trial was sampled from (its run's copy), to rebuild its config."""
+    run_id = trial.user_attrs.get("run_id")
+    path = output / str(run_id) / "space.pkl"
+    if not path.is_file():
+        runs = runs_of(output)
+        if not runs:
+            raise UserError(f"trial #{trial.number}: its run {run_id} is not in {output}; give "
+                            "--output with the folder of the runs")
+        path = runs[-1] / "space.pkl"
+    return pickle.loads(path.read_bytes())

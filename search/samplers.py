@@ -1,0 +1,161 @@
+"""The sampler registry: the space's `sampler.name` → an Optuna sampler.
+
+Each entry is a small frozen record with a build function taking the space's sampler section
+(a dict with defaults filled by spaces/), the space and the number of objectives. Optuna is
+imported lazily so `search --help` stays fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from search.errors import UserError
+from search.plan import field_of
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    name: str
+    build: Callable[[dict, Any, int, int | None], Any]  # (section, space, n_objectives, seed)
+    doc: str
+    multi_objective: bool = True  # can it rank several objectives?
+
+
+def derive_seed(seed: int | None, n_trials: int) -> int | None:
+    """A seed for a sampler opened on a study that already has `n_trials` trials: a continued
+    study (or a resumed run) must not replay the first run's random draws."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"{seed}:{n_trials}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@contextlib.contextmanager
+def _experimental_ok():
+    """Optuna marks features this service relies on as experimental: say it once, here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental.*")
+        yield
+
+
+def _startup(section: dict, default: int) -> int:
+    n = field_of(section, "n_startup_trials")
+    return default if n is None else int(n)
+
+
+def _tpe(section: dict, space: Any, n_obj: int, seed: int | None):
+    import optuna
+
+    multivariate = bool(field_of(section, "multivariate", True))
+    # `group` lets a multivariate TPE model conditional spaces (each set of parameters that
+    # occur together); it only matters, and is only turned on, when there are conditionals.
+    group = field_of(section, "group") is not False and multivariate \
+        and bool(field_of(space, "has_conditionals", False))
+    with _experimental_ok():  # multivariate/group are "experimental" in Optuna 5
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=_startup(section, 10), multivariate=multivariate,
+            group=group, constant_liar=bool(field_of(section, "constant_liar", True)))
+
+
+def _gp(section: dict, space: Any, n_obj: int, seed: int | None):
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=_startup(section, 10))
+
+
+def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
+    import importlib.util
+
+    import optuna
+
+    if importlib.util.find_spec("cmaes") is None:  # Optuna imports it only at the first sample
+        raise UserError("sampler.name: cmaes needs the `cmaes` package (pip install cmaes); "
+                        "or use tpe or gp")
+
+    # CMA-ES models only float/int parameters; Optuna samples categoricals and conditional
+    # parameters with the independent (random) sampler given here.
+    return optuna.samplers.CmaEsSampler(
+        seed=seed, n_startup_trials=_startup(section, 1),
+        independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+        warn_independent_sampling=False, consider_pruned_trials=False)
+
+
+def _random(section: dict, space: Any, n_obj: int, seed: int | None):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _qmc(section: dict, space: Any, n_obj: int, seed: int | None):
+    import optuna
+
+    with _experimental_ok():
+        return optuna.samplers.QMCSampler(
+            qmc_type=str(field_of(section, "qmc_type", "sobol")), scramble=True, seed=seed,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            warn_asynchronous_seeding=False, warn_independent_sampling=False)
+
+
+def _nsga2(section: dict, space: Any, n_obj: int, seed: int | None):
+    import optuna
+
+    trials = int(field_of(field_of(space, "budget", {}), "trials", 50) or 50)
+    # Optuna's default population (50) is larger than most budgets here: a generation that
+    # never completes is random search. Keep at least 2 generations inside the budget.
+    population = max(4, min(50, trials // 2))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+
+
+def _grid(section: dict, space: Any, n_obj: int, seed: int | None):
+    import optuna
+
+    if space.distributions() is None:
+        raise UserError("sampler.name: grid needs a space without conditional parameters (a "
+                        "grid point must set every parameter); use tpe or random")
+    try:
+        grid = space.grid()
+    except ValueError as err:
+        raise UserError(f"sampler.name: grid needs finite domains: {err}; give floats a step "
+                        "or a list of choices") from None
+
+    class AskTellGrid(optuna.samplers.GridSampler):
+        """GridSampler without its study.stop() after the last point, which Optuna allows only
+        inside study.optimize; the searcher asks is_exhausted() before each trial instead."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return AskTellGrid(grid, seed=seed)
+
+
+SAMPLERS: dict[str, SamplerInfo] = {s.name: s for s in (
+    SamplerInfo("tpe", _tpe, "Tree-structured Parzen Estimator (default); multivariate, grouped "
+                "for conditional spaces, constant liar for parallel trials"),
+    SamplerInfo("gp", _gp, "Gaussian-process Bayesian optimisation"),
+    SamplerInfo("cmaes", _cmaes, "CMA-ES on float/int parameters; categoricals are sampled "
+                "independently (at random)", multi_objective=False),
+    SamplerInfo("random", _random, "independent uniform sampling"),
+    SamplerInfo("grid", _grid, "every combination of finite domains", multi_objective=False),
+    SamplerInfo("qmc", _qmc, "quasi-Monte Carlo (Sobol or Halton) low-discrepancy points"),
+    SamplerInfo("nsga2", _nsga2, "NSGA-II genetic algorithm for several objectives"),
+)}
+
+
+def build_sampler(space: Any, n_objectives: int, n_existing: int = 0):
+    """The Optuna sampler the space asks for, seeded for a study with `n_existing` trials."""
+    section = field_of(space, "sampler", {}) or {}
+    name = field_of(section, "name", "tpe")
+    info = SAMPLERS.get(name)
+    if info is None:
+        raise UserError(f"sampler.name: unknown sampler {name!r}; expected one of "
+                        f"{', '.join(SAMPLERS)}")
+    if n_objectives > 1 and not info.multi_objective:
+        raise UserError(f"sampler.name: {name} handles one objective, the space has "
+                        f"{n_objectives}; use nsga2, tpe or random")
+    seed = field_of(section, "seed")
+    if seed is None:
+        seed = field_of(space, "seed")
+    return info.build(section, space, n_objectives, derive_seed(seed, n_existing))

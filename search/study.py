@@ -1,0 +1,196 @@
+"""The persistent Optuna study: where it lives, opening it, and reading it back.
+
+One study per space name, in an RDB (SQLite file `<output>/study.db` by default, PostgreSQL for
+clusters). Only the driver writes to it. Every trial carries user attributes that tie it to Ray
+Tune: `tune_trial_id`, `run_id` (the Tune experiment folder), and after it ends `fail_reason`,
+`test_accuracy`, `num_params`, `selected_epoch`, `trial_dir`. Browse a study with
+`optuna-dashboard sqlite:///<output>/study.db` (pip install optuna-dashboard).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from search.errors import UserError
+
+ENV_STORAGE = "SEARCH_STORAGE"
+FAIL_REASON = "fail_reason"
+
+
+def storage_url(flag: str | None, output: Path) -> str:
+    """--storage, else $SEARCH_STORAGE, else an SQLite file in the output folder. SQLite paths
+    are made absolute (a resume may start elsewhere); a bare postgresql:// gets the driver that
+    is installed (SQLAlchemy 2.1 means psycopg 3 by it; psycopg2 may be all there is)."""
+    url = (flag or os.environ.get(ENV_STORAGE) or "").strip()
+    if not url:
+        return f"sqlite:///{(Path(output).absolute() / 'study.db')}"
+    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
+        return f"sqlite:///{Path(url[len('sqlite:///'):]).expanduser().absolute()}"
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def shown(url: str) -> str:
+    """A storage URL for messages, with any password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str):
+    """An RDBStorage for `url`; a UserError naming the URL when it cannot be reached."""
+    import optuna
+    import sqlalchemy.exc
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # `search status` may read while a run writes: wait for the lock instead of failing.
+        kwargs = {"connect_args": {"timeout": 60}}
+    elif url.startswith("postgresql"):
+        kwargs = {"pool_pre_ping": True}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"--storage {shown(url)}: cannot open the study database ({reason}); "
+                        "check the URL, that the server is up, and its driver is installed") \
+            from None
+    if url.startswith("sqlite"):
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine) -> None:
+    """WAL journal and NORMAL sync: a reader (`search status`) never blocks the run, and a
+    write per epoch costs no fsync; a killed process still loses nothing committed."""
+    import sqlalchemy
+
+    def pragmas(dbapi_connection, record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened while creating the tables lack the pragmas
+    sqlalchemy.event.listen(engine, "connect", pragmas)
+
+
+def study_names(storage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def open_study(storage, name: str, directions: list[str], sampler=None, *, new: bool = False):
+    """Create the study, or continue the one of that name (`new` deletes it first)."""
+    import optuna
+
+    if new and name in study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                directions=directions, load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != [d.lower() for d in directions]:
+        raise UserError(f"study {name!r}: exists with directions {have}, the space asks for "
+                        f"{directions}; run with --new to start a fresh study, or rename the "
+                        "space")
+    return study
+
+
+def name_metrics(study, metrics: list[str]) -> None:
+    """Name the objectives in the study (status, the dashboard and `search best` show them)."""
+    import warnings
+
+    if study.metric_names and study.metric_names != metrics:
+        raise UserError(f"study {study.study_name!r}: its trials optimise {study.metric_names}, "
+                        f"the space asks for {metrics}; run with --new to start a fresh study, "
+                        "or rename the space")
+    if study.metric_names != metrics:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study.set_metric_names(metrics)
+
+
+def load_study(storage, name: str, sampler=None):
+    """An existing study; a UserError listing the studies there when it does not exist."""
+    import difflib
+
+    import optuna
+
+    names = study_names(storage)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        have = ", ".join(sorted(names)) or "none"
+        raise UserError(f"study {name!r}: not found in {shown(storage.url)}; studies there: "
+                        f"{have}{hint}")
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+
+
+def of_run(trials: Iterable, run_id: str) -> list:
+    return [t for t in trials if t.user_attrs.get("run_id") == run_id]
+
+
+def counts(trials: Iterable) -> dict[str, int]:
+    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def best_trials(study) -> list:
+    """The best trial (one objective) or the Pareto front (several); [] before any completes."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    if len(study.directions) == 1:
+        return [study.best_trial]
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def ranked(study, limit: int | None = None) -> list:
+    """Completed trials, best first by the first objective."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+    done = sorted(done, key=lambda t: (sign * t.values[0], t.number))
+    return done[:limit] if limit else done
+
+
+def live(study, number: int):
+    """The writable Trial of a RUNNING trial, from its number alone (after a restart the
+    Trial objects `ask` returned are gone; the storage id is the only way back to one)."""
+    import optuna
+
+    return optuna.trial.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
+
+
+def fail(study, number: int, reason: str) -> None:
+    """End a RUNNING trial as FAIL, recording why (user attrs must be set before the tell)."""
+    from optuna.trial import TrialState
+
+    if study.get_trials(deepcopy=False)[number].state.is_finished():
+        return
+    live(study, number).set_user_attr(FAIL_REASON, reason[:1000])
+    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def fail_leftovers(study, run_id: str, reason: str) -> int:
+    """Mark the run's trials still RUNNING as FAIL: after a run ends nothing may stay RUNNING."""
+    from optuna.trial import TrialState
+
+    left = [t for t in of_run(study.get_trials(deepcopy=False), run_id)
+            if t.state == TrialState.RUNNING]
+    for t in left:
+        fail(study, t.number, reason)
+    return len(left)

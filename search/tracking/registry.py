@@ -1,0 +1,137 @@
+"""The best trial's model in the MLflow model registry, with the alias `best`.
+
+The model is rebuilt from its checkpoint (a state_dict and the config, never a pickled module):
+`trainers.models.build_model(config["model"], in_channels=, num_classes=, image_size=)` with the
+shapes of the config's dataset, then logged with `mlflow.pytorch.log_model`, a signature and an
+input example. Serialisation: "pt2" (torch.export; loads without our code, so a model built by a
+user's factory loads anywhere) when the exported program reproduces the model's outputs, else
+"pickle" (loads where the model's classes import). Both load back with mlflow.pytorch.load_model.
+The model expects the inputs the trainer fed it: images normalised by the training split's
+mean/std, which are in the model's metadata.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Callable
+
+from .backend import http_limits, is_unreachable
+from .runs import Book
+
+QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # no "View run at" lines
+
+
+def _use_tracking_uri(uri: str):
+    """MLflow's fluent API (log_model, load_model) reads the process-wide tracking URI: point
+    it at the search's backend for the duration, then back."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri as use
+
+    return use(uri)
+
+log = logging.getLogger("search.tracking")
+
+DEFAULT_LOADER = "search.tracking.registry:load_trainer_checkpoint"
+FORMATS = ("pt2", "pickle")
+
+
+def load_trainer_checkpoint(path: str):
+    """(model in eval mode, input example batch, metadata) from a trainer checkpoint."""
+    import torch
+    from trainers.checkpoints import load_checkpoint
+    from trainers.datasets import load_data
+    from trainers.models import build_model
+
+    state = load_checkpoint(path)
+    config = state["config"]
+    data = load_data(config["data"])
+    model = build_model(config["model"], in_channels=data.in_channels,
+                        num_classes=data.num_classes, image_size=data.image_size)
+    best = state.get("best") or {}
+    model.load_state_dict(best.get("model") or state["model"])
+    model.eval()
+    test = data.test
+    if hasattr(test, "x"):
+        example = test.x[:2].detach().cpu()
+    else:
+        example = torch.stack([test[i][0] for i in range(min(2, len(test)))])
+    meta = {"input_mean": list(data.mean), "input_std": list(data.std),
+            "image_size": list(data.image_size), "num_classes": data.num_classes,
+            "dataset": data.name, "epoch": state.get("epoch"),
+            "selected_epoch": best.get("epoch")}
+    return model, example.float(), meta
+
+
+def import_loader(path: str) -> Callable[[str], tuple[Any, Any, dict]]:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
+    """Log `model` into the run; returns (ModelInfo, serialisation format)."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        expected = model(example)
+    signature = infer_signature(example.numpy(), expected.numpy())
+    # Naming torch avoids MLflow inferring requirements in a subprocess (seconds per model).
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+    errors = []
+    with _use_tracking_uri(tracking_uri), http_limits(QUIET):
+        for fmt in FORMATS:
+            try:
+                with mlflow.start_run(run_id=run_id):
+                    info = mlflow.pytorch.log_model(
+                        model, name="model", signature=signature, input_example=example.numpy(),
+                        serialization_format=fmt, pip_requirements=requirements,
+                        metadata={**metadata, "serialization_format": fmt})
+                loaded = mlflow.pytorch.load_model(info.model_uri)
+                with torch.no_grad():
+                    got = loaded(example)
+                if torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+                    return info, fmt
+                errors.append(f"{fmt}: reloaded model gives different outputs")
+            except Exception as err:
+                if is_unreachable(err) and "export" not in str(err).lower():
+                    raise
+                errors.append(f"{fmt}: {str(err).strip().splitlines()[0][:200]}")
+    raise RuntimeError("the model could not be logged: " + "; ".join(errors))
+
+
+def apply_model_op(book: Book, op: dict) -> str:
+    """Log and register the model of `op["checkpoint"]` in the run `op["key"]`, alias
+    `op["alias"]`; idempotent (a version already made from this run is reused). Returns the
+    model version."""
+    from mlflow.exceptions import MlflowException
+
+    client, name = book.client, op["name"]
+    run_id = book.run_id(op["key"])
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name, description="best model of torch-search "
+                                                          "searches; alias `best`")
+    done = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if done:
+        version = max(done, key=lambda v: int(v.version)).version
+    else:
+        try:
+            model, example, meta = import_loader(op.get("loader") or DEFAULT_LOADER)(
+                op["checkpoint"])
+        except Exception as err:  # not the backend's fault: retrying cannot help
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ValueError(f"cannot rebuild the model of {op['checkpoint']}: {reason}") \
+                from None
+        info, fmt = log_model(book.uri, run_id, model, example, meta)
+        # The registry resolves a models:/ source through the *global* tracking URI.
+        with _use_tracking_uri(book.uri):
+            version = client.create_model_version(
+                name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
+                tags={"serialization_format": fmt, "search.id": book.search_id},
+                description=f"trial run {run_id} of search {book.search_id}").version
+    client.set_registered_model_alias(name, op.get("alias", "best"), version)
+    return str(version)

@@ -1,0 +1,127 @@
+"""A Space written out: as YAML that loads back to an equal Space, and as the readable tree
+that `search validate` prints."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trainers.catalog import GROUPS
+
+from .params import Param, _word
+from .values import key
+from .yamlio import dump_yaml
+
+if TYPE_CHECKING:
+    from .space import Space
+
+
+def _children(space: Space) -> dict[str, dict[Any, list[Param]]]:
+    """parent name → branch value (by key()) → the params and constants written there."""
+    out: dict[str, dict[Any, list[Param]]] = {}
+    for p in space._all:
+        if p.parent is not None:
+            out.setdefault(p.parent.param, {}).setdefault(key(p.parent.values[0]), []).append(p)
+    return out
+
+
+def _spec(p: Param, kids: dict[str, dict[Any, list[Param]]]) -> Any:
+    if p.kind == "constant":
+        return p.value
+    if p.kind == "categorical":
+        branches = kids.get(p.name, {})
+        if branches:
+            choices: Any = {c: {k.option: _spec(k, kids) for k in branches.get(key(c), [])}
+                            for c in p.choices}
+        else:
+            choices = list(p.choices)
+        spec: dict[str, Any] = {"choices": choices}
+    else:
+        d = p.distribution
+        spec = {"low": d.low, "high": d.high}
+        if d.log:
+            spec["log"] = True
+        if d.step is not None and not (p.kind == "int" and d.step == 1):
+            spec["step"] = d.step
+    if p.when:
+        spec["when"] = {c.param: list(c.values) for c in p.when}
+    return spec
+
+
+def space_to_yaml(space: Space) -> str:
+    doc: dict[str, Any] = {"name": space.name}
+    if space.description:
+        doc["description"] = space.description
+    doc["seed"] = space.seed
+    fixed = space.fixed_values
+    for gname in GROUPS:
+        if fixed.get(gname):
+            doc[gname] = fixed[gname]
+    kids = _children(space)
+    tree: dict[str, dict[str, Any]] = {}
+    for p in space._all:
+        if p.parent is None:
+            tree.setdefault(p.group, {})[p.option] = _spec(p, kids)
+    if tree:
+        doc["space"] = tree
+    for name in ("objective", "budget", "sampler", "pruner", "resources", "tracking",
+                 "stages"):
+        doc[name] = getattr(space, name)
+    return dump_yaml(doc, flow_leaves=True)
+
+
+def branch_count(space: Space) -> int:
+    """Branches that carry parameters, plus parameters with their own `when`."""
+    kids = _children(space)
+    return sum(len(b) for b in kids.values()) + sum(1 for p in space._all if p.when)
+
+
+def describe(space: Space) -> str:
+    where = f"  ({space.source})" if space.source else ""
+    lines = [f"{space.name}{where}"]
+    if space.description:
+        lines.append(f"  {space.description.strip().splitlines()[0]}")
+    lines.append(f"  seed: {space.seed}")
+    fixed = [(f"{g}.{k}", v) for g, opts in space.fixed_values.items() for k, v in opts.items()]
+    if fixed:
+        lines.append("  fixed (differs from the defaults):")
+        lines += [f"    {path}: {_word(v)}" for path, v in fixed]
+    kids = _children(space)
+    roots = [p for p in space._all if p.parent is None]
+    if roots:
+        lines.append("  searched:")
+        for p in roots:
+            _describe_param(p, kids, 4, lines)
+    s = space
+    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in s.objective)
+    lines.append(f"  objective: {objectives}")
+    lines.append("  budget: " + _pairs(s.budget))
+    for name in ("sampler", "pruner"):
+        section = getattr(s, name)
+        rest = {k: v for k, v in section.items() if k != "name"}
+        lines.append(f"  {name}: {section['name']}" + (f" ({_pairs(rest)})" if rest else ""))
+    lines.append("  resources: " + _pairs(s.resources))
+    lines.append("  tracking: " + _pairs(s.tracking))
+    for stage in s.stages:
+        rest = {k: v for k, v in stage.items() if k not in ("stage", "student", "data")}
+        lines.append(f"  stage {stage['stage']}: {_pairs(rest)}")
+    lines.append(f"{len(s.params)} searched parameters, {branch_count(s)} conditional branches")
+    return "\n".join(lines)
+
+
+def _describe_param(p: Param, kids: dict, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    when = ""
+    if p.when:
+        when = "  when " + " and ".join(
+            f"{c.param} in ({', '.join(_word(v) for v in c.values)})" for c in p.when)
+    name = p.name if p.kind != "constant" else p.path
+    lines.append(f"{pad}{name}: {p.domain()}{when}")
+    for choice in p.choices:
+        branch = kids.get(p.name, {}).get(key(choice), [])
+        if branch:
+            lines.append(f"{pad}  if {_word(choice)}:")
+            for kid in branch:
+                _describe_param(kid, kids, indent + 4, lines)
+
+
+def _pairs(d: dict) -> str:
+    return ", ".join(f"{k} {_word(v)}" for k, v in d.items())

@@ -1,0 +1,279 @@
+"""The search-side sections: objective, budget, sampler, pruner, resources, tracking, stages.
+
+Each is a table of trainers.options.Option; a Section with a `selector` (sampler.name,
+pruner.name, a stage's mode) lists in `applies` the selector values an option is valid for.
+Giving an option that does not apply is an error; the resolved section holds the options that
+apply, with defaults filled.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from trainers.options import NONNEG_INT, POS_INT, POSITIVE, Check, Option, interval, one_of
+
+from .errors import Raw, SpaceError, suggest
+from .settings import data_overrides, model_settings
+from .values import check_literal
+from .yamlio import Locator, Path, segment
+
+O = Option
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    options: dict[str, Option]
+    selector: str | None = None
+    applies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    parsers: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # before the check
+
+
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "train_loss": "minimize",
+           "num_params": "minimize", "latency_ms": "minimize", "epoch_time": "minimize"}
+OBJECTIVE = Section("objective", {
+    "metric": O("str", "val_accuracy", "what the search optimises", one_of(*METRICS)),
+    "direction": O("str", None, "null = the metric's natural direction",
+                   one_of("maximize", "minimize"), nullable=True),
+})
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+
+
+def parse_duration(value: Any) -> Any:
+    """"90s", "30m", "2h", "1h30m" → seconds; numbers pass through; other text is left for
+    the check to reject."""
+    if not isinstance(value, str):
+        return value
+    parts = _DURATION.findall(value)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s", "", value):
+        return value
+    return float(sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+BUDGET = Section("budget", {
+    "trials": O("int", 20, "number of trials", POS_INT),
+    "max_epochs": O("int", None, "caps the epochs of every trial; the pruning max; null = "
+                    "train.epochs (its largest searched value)", POS_INT, nullable=True),
+    "time_limit": O("float", None, 'wall-clock limit in seconds, or "90s", "30m", "2h"; null = '
+                    "none", Check("> 0 seconds or a duration such as \"30m\"",
+                                  POSITIVE), nullable=True),
+    "target": O("float", None, "stop when the first objective reaches this value",
+                nullable=True),
+}, parsers={"time_limit": parse_duration})
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid", "qmc", "nsga2")
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "gp", "random", "grid", "qmc", "nsga2")  # not cmaes
+SAMPLER = Section("sampler", {
+    "name": O("str", "tpe", "Optuna sampler", one_of(*SAMPLERS)),
+    "seed": O("int", None, "sampler seed; null = the master seed", NONNEG_INT, nullable=True),
+    "n_startup_trials": O("int", 8, "random trials before the model takes over", NONNEG_INT),
+    "multivariate": O("bool", True, "multivariate TPE"),
+    "group": O("bool", True, "TPE groups parameters that appear together (conditionals)"),
+    "constant_liar": O("bool", True, "TPE avoids running trials' points (parallel trials)"),
+    "qmc_type": O("str", "sobol", "quasi-random sequence", one_of("sobol", "halton")),
+}, selector="name", applies={
+    "n_startup_trials": ("tpe", "gp", "cmaes"),
+    "multivariate": ("tpe",), "group": ("tpe",), "constant_liar": ("tpe",),
+    "qmc_type": ("qmc",),
+})
+
+PRUNERS = ("asha", "hyperband", "median", "none", "pbt")
+PRUNER = Section("pruner", {
+    "name": O("str", "asha", "early stopping of weak trials (a Ray Tune scheduler)",
+              one_of(*PRUNERS)),
+    "grace_period": O("int", 1, "epochs every trial runs before it may be stopped", POS_INT),
+    "reduction_factor": O("int", 3, "keep 1/reduction_factor of the trials at each rung",
+                          interval(2)),
+    "brackets": O("int", 1, "ASHA brackets", POS_INT),
+    "perturbation_interval": O("int", 2, "PBT: epochs between exploit/explore steps",
+                               POS_INT),
+    "quantile_fraction": O("float", 0.25, "PBT: fraction of trials replaced/copied",
+                           interval(0.0, 0.5, low_open=True)),
+}, selector="name", applies={
+    "grace_period": ("asha", "hyperband", "median"),
+    "reduction_factor": ("asha", "hyperband"), "brackets": ("asha",),
+    "perturbation_interval": ("pbt",), "quantile_fraction": ("pbt",),
+})
+
+GPU = Check("in [0, inf) and a whole number when above 1",
+            lambda v: v >= 0 and (v <= 1 or float(v).is_integer()))
+RESOURCES = Section("resources", {
+    "cpu": O("float", 1.0, "CPUs per trial", POSITIVE),
+    "gpu": O("float", 0.0, "GPUs per trial (fractions share a GPU)", GPU),
+    "max_concurrent": O("int", None, "trials at once; null = as many as fit", POS_INT,
+                        nullable=True),
+})
+
+TRACKING = Section("tracking", {
+    "enabled": O("bool", True, "record runs in MLflow"),
+    "uri": O("str", None, "MLflow tracking URI; null = MLflow's default", nullable=True),
+    "experiment": O("str", None, "MLflow experiment; null = the space's name", nullable=True),
+    "keep_checkpoints": O("int", 3, "best checkpoints kept per trial", NONNEG_INT),
+    "register_as": O("str", None, "registered model name; null = the space's name",
+                     nullable=True),
+})
+
+_ENABLED = {"enabled": O("bool", True, "run this stage")}
+STAGES = {
+    "finetune": Section("finetune", {
+        "mode": O("str", "full", "full: train every layer; transfer: freeze the backbone",
+                  one_of("full", "transfer")),
+        "lr_scale": O("float", 0.1, "lr = best lr * lr_scale", interval(0.0, 1.0,
+                      low_open=True)),
+        "epochs": O("int", 3, "epochs of fine-tuning", POS_INT),
+        "freeze": O("int", None, "leading modules frozen; null = the whole backbone",
+                    NONNEG_INT, nullable=True),
+        "knn": O("int", 0, "k of a kNN head on frozen features; 0 = off", NONNEG_INT),
+        "data": O("mapping", None, "data settings that differ for fine-tuning", nullable=True),
+        **_ENABLED,
+    }, selector="mode", applies={"freeze": ("transfer",)}),
+    "distill": Section("distill", {
+        "student": O("mapping", {"name": "cnn", "width": 8, "hidden": 32},
+                     "the student's model settings"),
+        "alpha": O("float", 0.5, "loss = alpha*CE + (1-alpha)*distance", interval(0.0, 1.0)),
+        "temperature": O("float", 4.0, "softmax temperature of both logits", POSITIVE),
+        "distance": O("str", "kl", "distance between logits", one_of("kl", "mse",
+                      "wasserstein")),
+        "epochs": O("int", 10, "epochs of distillation", POS_INT),
+        "lr_scale": O("float", 1.0, "lr = best lr * lr_scale", POSITIVE),
+        "trials": O("int", 0, "a small search over alpha, temperature, lr; 0 = off",
+                    NONNEG_INT),
+        **_ENABLED,
+    }),
+    "quantize": Section("quantize", {
+        "mode": O("str", "int8_static", "float16, int8 dynamic (Linear only) or int8 static",
+                  one_of("float16", "int8_dynamic", "int8_static")),
+        "calibration_batches": O("int", 16, "batches that calibrate static scales", POS_INT),
+        "backend": O("str", "x86", "quantized engine", one_of("x86", "fbgemm", "qnnpack",
+                     "onednn")),
+        **_ENABLED,
+    }, selector="mode", applies={"calibration_batches": ("int8_static",),
+                                 "backend": ("int8_dynamic", "int8_static")}),
+}
+
+
+def check_section(sec: Section, raw: Any, path: Path, loc: Locator,
+                  defaults: dict[str, Any] | None = None, skip: tuple[str, ...] = ()) -> dict:
+    """Validate one section; `defaults` overrides table defaults, `skip` names keys the
+    caller handles."""
+    defaults = defaults or {}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise loc.error(path, f"{sec.name} must be a mapping", raw)
+    for key in raw:
+        if key not in sec.options and key not in skip:
+            raise loc.error(path + (segment(key),), f"unknown {sec.name} option (one of "
+                            + ", ".join(sec.options) + ")", key,
+                            suggestion=suggest(key, sec.options))
+    out: dict[str, Any] = {}
+    chosen = None
+    if sec.selector:
+        chosen = _value(sec, sec.selector, raw, path, loc, defaults)
+        out[sec.selector] = chosen
+    for key in sec.options:
+        if key == sec.selector:
+            continue
+        if chosen is not None and chosen not in sec.applies.get(key, (chosen,)):
+            if key in raw:
+                only = ", ".join(sec.applies[key])
+                raise loc.error(path + (key,), f"does not apply to {sec.name} "
+                                f"{sec.selector} {chosen} (only to {only})", raw[key])
+            continue
+        out[key] = _value(sec, key, raw, path, loc, defaults)
+    return out
+
+
+def _value(sec: Section, key: str, raw: dict, path: Path, loc: Locator,
+           defaults: dict[str, Any]) -> Any:
+    if key not in raw:
+        return defaults.get(key, sec.options[key].default)
+    value, opt = raw[key], sec.options[key]
+    if key in sec.parsers:
+        value = sec.parsers[key](value)
+        if isinstance(value, str) and opt.kind != "str":
+            raise loc.error(path + (key,), f"must be {opt.check.rule}", value)
+    return check_literal(opt, value, loc, path + (key,))
+
+
+def check_objective(raw: Any, loc: Locator) -> list[dict]:
+    """One objective or a list (multi-objective); shorthand `objective: val_loss`."""
+    if raw is None:
+        raw = {}
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise loc.error(("objective",), "needs at least one metric", raw)
+    out = []
+    for i, item in enumerate(items):
+        path = ("objective", f"[{i}]") if isinstance(raw, list) else ("objective",)
+        if isinstance(item, str):
+            item = {"metric": item}
+            path = path + ("metric",)
+        obj = check_section(OBJECTIVE, item, path, loc)
+        obj["direction"] = obj["direction"] or METRICS[obj["metric"]]
+        if any(o["metric"] == obj["metric"] for o in out):
+            raise loc.error(path, "each metric may appear once", obj["metric"])
+        out.append(obj)
+    return out
+
+
+def check_stages(raw: Any, loc: Locator) -> list[dict]:
+    """`stages:` a list of {stage: name, ...options}; a distillation student is a model
+    section, finetune data a mapping of data settings that change."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise loc.error(("stages",), "must be a list of {stage: finetune|distill|quantize, ...}",
+                        raw)
+    out = []
+    for i, item in enumerate(raw):
+        path = ("stages", f"[{i}]")
+        if not isinstance(item, dict):
+            raise loc.error(path, "a stage is a mapping with a `stage:` key", item)
+        name = item.get("stage")
+        if name not in STAGES:
+            raise loc.error(path + ("stage",), "unknown stage (one of " + ", ".join(STAGES)
+                            + ")", Raw("nothing") if name is None else name,
+                            suggestion=suggest(name, STAGES))
+        stage = {"stage": name, **check_section(STAGES[name], item, path, loc,
+                                                skip=("stage",))}
+        if "student" in stage:
+            stage["student"] = model_settings(stage["student"], path + ("student",), loc)
+        if stage.get("data") is not None:
+            stage["data"] = data_overrides(stage["data"], path + ("data",), loc)
+        out.append(stage)
+    return out
+
+
+def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget: dict,
+                      raw: dict, params: list, loc: Locator) -> None:
+    """Rules across sections: what Optuna's samplers and Ray's schedulers can combine."""
+    multi = len(objective) > 1
+    sampler_given = isinstance(raw.get("sampler"), dict) and "name" in raw["sampler"]
+    if multi and sampler["name"] not in MULTI_OBJECTIVE_SAMPLERS:
+        raise loc.error(("sampler", "name"), f"{len(objective)} objectives need a "
+                        "multi-objective sampler (" + ", ".join(MULTI_OBJECTIVE_SAMPLERS) + ")",
+                        sampler["name"])
+    if pruner["name"] == "pbt":
+        if sampler_given and sampler["name"] != "random":
+            raise loc.error(("sampler", "name"), "pruner pbt cannot be combined with a "
+                            "searcher (Ray Tune): use sampler name random or leave it out",
+                            sampler["name"])
+        if multi:
+            raise loc.error(("pruner", "name"), "pbt needs a single objective", "pbt")
+    elif multi and pruner["name"] != "none":
+        raise loc.error(("pruner", "name"), f"early stopping needs a single objective; with "
+                        f"{len(objective)} objectives use pruner name none", pruner["name"])
+    if sampler["name"] == "grid":
+        for p in params:
+            if p.kind == "float" and p.distribution.step is None:
+                raise SpaceError("the grid sampler needs a step on every searched float",
+                                 path=p.spec_path, value=Raw("no step"), file=loc.file,
+                                 line=p.line)
+    for key in ("grace_period", "perturbation_interval"):
+        if key in pruner and pruner[key] > budget["max_epochs"]:
+            raise loc.error(("pruner", key), f"must not exceed budget.max_epochs "
+                            f"({budget['max_epochs']})", pruner[key])

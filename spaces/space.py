@@ -1,0 +1,308 @@
+"""`load_space` and `Space`: a validated, immutable search space.
+
+load: YAML with lines → top-level keys → `space:` specs (tree.py) → fixed sections
+(settings.py) → cross-field probe (rules.py) → search-side sections (sections.py).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from trainers.catalog import GROUPS
+
+from . import sections as S
+from .errors import SpaceError, suggest
+from .params import Param
+from .rules import check_config, probe
+from .settings import (Fixed, check_fixed, check_override, check_required, check_variant,
+                       fixed_variants, parse_override, resolve)
+from .specs import split_space
+from .tree import build_params
+from .yamlio import Locator, load_yaml
+
+SEARCH_SECTIONS = ("objective", "budget", "sampler", "pruner", "resources", "tracking",
+                   "stages")
+TOP_KEYS = ("name", "description", "seed", *GROUPS, "space", *SEARCH_SECTIONS)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SHIPPED_DIR = Path(__file__).resolve().parent
+
+
+class Space:
+    """A search space. Read-only: every accessor returns a copy."""
+
+    def __init__(self, *, name: str, description: str, seed: int, fixed: Fixed,
+                 params: list[Param], sections: dict[str, Any], probed: bool,
+                 loc: Locator, source: Path | None = None) -> None:
+        self._name, self._description, self._seed = name, description, seed
+        self._fixed, self._all, self._sections = fixed, tuple(params), sections
+        self._probed, self._loc, self._source = probed, loc, source
+
+    # ------------------------------------------------------------------ what it holds
+    name = property(lambda self: self._name)
+    description = property(lambda self: self._description)
+    seed = property(lambda self: self._seed)
+    source = property(lambda self: self._source, doc="the file it was read from, if any")
+    probed = property(lambda self: self._probed,
+                      doc="False when too many combinations to check every config at load")
+    objective = property(lambda self: copy.deepcopy(self._sections["objective"]))
+    budget = property(lambda self: dict(self._sections["budget"]))
+    sampler = property(lambda self: dict(self._sections["sampler"]))
+    pruner = property(lambda self: dict(self._sections["pruner"]))
+    resources = property(lambda self: dict(self._sections["resources"]))
+    tracking = property(lambda self: dict(self._sections["tracking"]))
+    stages = property(lambda self: copy.deepcopy(self._sections["stages"]))
+
+    @property
+    def fixed(self) -> dict[str, dict]:
+        """The config without search: defaults ← fixed sections (and literals in `space`)."""
+        return resolve(self._fixed, {})
+
+    @property
+    def fixed_values(self) -> Fixed:
+        """The fixed values as written that differ from the defaults (by group)."""
+        return copy.deepcopy(self._fixed)
+
+    @property
+    def params(self) -> list[Param]:
+        """The Optuna parameters, in sampling order (parents before their branches)."""
+        return [p for p in self._all if p.searched]
+
+    @property
+    def constants(self) -> list[Param]:
+        """Literals written inside branches: set when their branch is taken."""
+        return [p for p in self._all if not p.searched]
+
+    @property
+    def has_conditionals(self) -> bool:
+        """Whether some Optuna parameter is sampled only under a condition."""
+        return any(p.condition for p in self.params)
+
+    # ------------------------------------------------------------------ sampling
+    def define_by_run(self, trial: optuna.Trial) -> dict[str, dict]:
+        """Suggest every active parameter on `trial`; return the full resolved config."""
+        sampled: dict[str, Any] = {}
+        for p in self._all:
+            if p.active(sampled):
+                sampled[p.name] = p.suggest(trial)
+        return self._config(sampled)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution] | None:
+        """The static search space, or None when some parameter is conditional."""
+        if self.has_conditionals:
+            return None
+        return {p.name: p.distribution for p in self.params}
+
+    def grid(self) -> dict[str, list]:
+        """Every parameter's values for optuna.samplers.GridSampler (floats need a step)."""
+        return {p.name: p.grid() for p in self.params}
+
+    def config_from_params(self, params: dict[str, Any]) -> dict[str, dict]:
+        """The config of a past trial from its Optuna params (encoded or decoded values;
+        strings such as MLflow's are read as YAML). Inactive extra params are ignored."""
+        known = {p.name: p for p in self.params}
+        for name in params:
+            if name not in known:
+                raise SpaceError("unknown parameter of this space", path=str(name),
+                                 value=name, suggestion=suggest(name, known))
+        sampled: dict[str, Any] = {}
+        for p in self._all:
+            if not p.active(sampled):
+                continue
+            if not p.searched:
+                sampled[p.name] = p.value
+                continue
+            if p.name not in params:
+                raise SpaceError("missing: the other parameters make it active",
+                                 path=p.name)
+            sampled[p.name] = _decode(p, params[p.name])
+        return self._config(sampled)
+
+    def config_with(self, overrides: dict[str, Any]) -> dict[str, dict]:
+        """The fixed config with dotted overrides ({"optimizer.name": "sgd",
+        "optimizer.momentum": 0.9}); validated like a space file (SpaceError)."""
+        fixed = copy.deepcopy(self._fixed)
+        parsed = [parse_override(k, v) for k, v in overrides.items()]
+        for gname, key, value in parsed:  # selectors first: they decide what else is valid
+            if key == GROUPS[gname].selector:
+                fixed[gname][key] = check_variant(GROUPS[gname], value,
+                                                  (f"{gname}.{key}",), Locator(None))
+        selected = {g: fixed[g].get(grp.selector, grp.options[grp.selector].default)
+                    for g, grp in GROUPS.items() if grp.selector}
+        for gname, key, value in parsed:
+            fixed[gname][key] = check_override(GROUPS[gname], key, value, selected.get(gname))
+        check_required(fixed, {g: {v} for g, v in selected.items()}, [], Locator(None))
+        return check_config(resolve(fixed, {}), Locator(None), " (with the overrides)")
+
+    def sample(self, n: int, seed: int | None = None) -> list[tuple[dict, dict]]:
+        """n (params, config) pairs from Optuna's RandomSampler(seed) on an in-memory study:
+        the same seed gives the same configs."""
+        seed = self._seed if seed is None else seed
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed),
+                                    study_name=self._name)
+        out = []
+        for _ in range(n):
+            trial = study.ask()
+            config = self.define_by_run(trial)
+            params = {p.name: p.decode(trial.params[p.name]) for p in self.params
+                      if p.name in trial.params}
+            out.append((params, config))
+        return out
+
+    def _config(self, sampled: dict[str, Any]) -> dict[str, dict]:
+        values = {p.path: sampled[p.name] for p in self._all if p.name in sampled}
+        return check_config(resolve(self._fixed, values), self._loc, " (a sampled config)")
+
+    # ------------------------------------------------------------------ writing out
+    def to_yaml(self) -> str:
+        """The resolved space as YAML; load_space(space.to_yaml()) == space."""
+        from .render import space_to_yaml
+
+        return space_to_yaml(self)
+
+    def describe(self) -> str:
+        """The readable tree that `search validate` prints."""
+        from .render import describe
+
+        return describe(self)
+
+    def _canonical(self) -> tuple:
+        return (self._name, self._description, self._seed, self._fixed, self._all,
+                self._sections)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Space):
+            return NotImplemented
+        return self._canonical() == other._canonical()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Space({self._name!r}, {len(self.params)} searched parameters)"
+
+
+def _decode(p: Param, value: Any) -> Any:
+    candidates = [value]
+    if isinstance(value, str):
+        try:
+            candidates.append(load_yaml(f"v: {value}")[0]["v"])
+        except SpaceError:
+            pass
+    for v in candidates:
+        try:
+            v = p.decode(v)
+        except KeyError:
+            continue
+        if p.kind == "float" and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        elif p.kind == "int" and isinstance(v, float) and v.is_integer():
+            v = int(v)  # JSON round trips (Ray, MLflow) may turn 64 into 64.0
+        if p.contains(v):
+            return v
+    raise SpaceError(f"outside its domain ({p.domain()})", path=p.name, value=value)
+
+
+# ---------------------------------------------------------------------------- loading
+def load_space(source: str | os.PathLike, *, filename: str | None = None) -> Space:
+    """A Space from a file path or from YAML text (`filename` names it in messages)."""
+    path: Path | None = None
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and (
+            source.endswith((".yaml", ".yml")) or os.path.exists(source))):
+        path = Path(source)
+        text = _read(path)
+        filename = filename or str(source)
+    else:
+        text = str(source)
+    data, loc = load_yaml(text, filename)
+    stem = Path(filename).stem if filename else "space"
+    return _build(data, loc, stem, path)
+
+
+def shipped(name: str) -> Path:
+    """A space file shipped with the package: shipped("quickstart") → .../quickstart.yaml."""
+    names = sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem not in names:
+        raise SpaceError("no shipped space of that name (" + ", ".join(names) + ")",
+                         value=name, suggestion=suggest(stem, names))
+    return SHIPPED_DIR / f"{stem}.yaml"
+
+
+def _read(path: Path) -> str:
+    if not path.exists():
+        folder = path.parent if path.parent.is_dir() else SHIPPED_DIR
+        near = suggest(path.name, [p.name for p in folder.glob("*.y*ml")])
+        raise SpaceError("no such space file", file=str(path), show_value=False,
+                         suggestion=str(folder / near) if near else None)
+    if path.is_dir():
+        raise SpaceError("is a folder, not a space file", file=str(path), show_value=False)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpaceError("not a text file (UTF-8 YAML expected)", file=str(path),
+                         show_value=False) from None
+
+
+def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
+    if not isinstance(data, dict):
+        raise loc.error((), "a space file must be a YAML mapping of sections (name, data, "
+                        "model, ..., space, objective, ...)", data)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise loc.error((str(key),), "unknown top-level key (one of " + ", ".join(TOP_KEYS)
+                            + ")", key, suggestion=suggest(key, TOP_KEYS))
+    name = data.get("name", stem)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise loc.error(("name",), "must be letters, digits, '_', '.', '-' (it names the "
+                        "study and the experiment)", name)
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise loc.error(("description",), "must be text", description)
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise loc.error(("seed",), "must be an integer >= 0", seed)
+
+    folded, specs = split_space(data.get("space"), loc)
+    parsed = build_params(specs, fixed_variants(data, folded, loc), loc)
+    fixed = check_fixed(data, folded, parsed.possible, loc)
+    check_required(fixed, parsed.possible, parsed.params, loc)
+    probed = probe(parsed.params, fixed, loc)
+    searched = [p for p in parsed.params if p.searched]
+
+    objective = S.check_objective(data.get("objective"), loc)
+    multi = len(objective) > 1
+    pruner = S.check_section(S.PRUNER, data.get("pruner"), ("pruner",), loc,
+                             {"name": "none" if multi else "asha"})
+    sampler = S.check_section(S.SAMPLER, data.get("sampler"), ("sampler",), loc,
+                              {"name": "random" if pruner["name"] == "pbt" else "tpe",
+                               "seed": seed})
+    sampler["seed"] = seed if sampler["seed"] is None else sampler["seed"]
+    budget = S.check_section(S.BUDGET, data.get("budget"), ("budget",), loc)
+    if budget["max_epochs"] is None:
+        budget["max_epochs"] = _max_epochs(fixed, parsed.params)
+    tracking = S.check_section(S.TRACKING, data.get("tracking"), ("tracking",), loc)
+    for key in ("experiment", "register_as"):
+        tracking[key] = tracking[key] or name
+    found = {
+        "objective": objective, "budget": budget, "sampler": sampler, "pruner": pruner,
+        "resources": S.check_section(S.RESOURCES, data.get("resources"), ("resources",), loc),
+        "tracking": tracking,
+        "stages": S.check_stages(data.get("stages"), loc),
+    }
+    S.check_combination(objective, sampler, pruner, budget, data, searched, loc)
+    return Space(name=name, description=description, seed=seed, fixed=fixed,
+                 params=parsed.params, sections=found, probed=probed, loc=loc, source=source)
+
+
+def _max_epochs(fixed: Fixed, params: list[Param]) -> int:
+    """budget.max_epochs by default: the most epochs any trial can train."""
+    values = [resolve(fixed, {})["train"]["epochs"]]
+    for p in params:
+        if p.path == "train.epochs":
+            values += list(p.choices) if p.kind == "categorical" else \
+                [p.value] if p.kind == "constant" else [p.distribution.high]
+    return max(values)

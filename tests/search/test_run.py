@@ -1,0 +1,141 @@
+"""End to end through real Ray Tune and a real SQLite study, with the known-work trainer."""
+from __future__ import annotations
+
+import io
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import study as studies
+from search.runner import run_search
+from search.testing import ToySpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.slow
+
+
+def trials_of(outcome):
+    storage = studies.open_storage(outcome.storage_url)
+    study = studies.load_study(storage, outcome.study_name)
+    return study, studies.of_run(study.trials, outcome.run_id)
+
+
+def test_asha_stopped_trials_are_pruned_with_their_curves(ray_cluster, options):
+    space = ToySpace(name="asha", trials=8, epochs=4, pruner_name="asha",
+                     pruner={"grace_period": 1, "reduction_factor": 2},
+                     toy={"epoch_seconds": 0.1})
+    out = io.StringIO()
+    outcome = run_search(space, options(), stream=out)
+    study, trials = trials_of(outcome)
+    assert outcome.exit_code == 0 and len(trials) == 8
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    for t in pruned:  # stopped before the last epoch, curve kept, value = last reported
+        assert t.intermediate_values and max(t.intermediate_values) < 4
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+        assert t.user_attrs["stopped_at_epoch"] == max(t.intermediate_values)
+    for t in complete:  # ran every epoch; told the value at the selected epoch
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+        assert t.value == t.intermediate_values[t.user_attrs["selected_epoch"]]
+        assert t.user_attrs["epochs_run"] == 4 and t.user_attrs["test_accuracy"] > 0
+        saved = json.loads((outcome.experiment_dir / f"trial_{t.user_attrs['tune_trial_id']}"
+                            / "search_result.json").read_text())
+        assert saved["final_val_accuracy"] == t.value
+    numbers = [t.number for t in trials]
+    assert len(set(numbers)) == len(numbers)
+    assert len({t.user_attrs["tune_trial_id"] for t in trials}) == len(trials)
+    # disk budget: pruned trials drop their checkpoints, finished ones keep theirs
+    def checkpoints(t):
+        folder = outcome.experiment_dir / f"trial_{t.user_attrs['tune_trial_id']}"
+        return list(folder.glob("checkpoint_*"))
+    assert all(checkpoints(t) for t in complete)
+    assert not any(checkpoints(t) for t in pruned)
+    log = out.getvalue()
+    assert "PRUNED stopped at epoch" in log and "COMPLETE val_accuracy=" in log
+    assert "8/8 done" in log
+
+
+def test_failures_end_as_fail_with_reasons_and_the_search_goes_on(ray_cluster, options):
+    space = ToySpace(name="faults", trials=6, epochs=2, sampler_name="random",
+                     toy={"epoch_seconds": 0.05, "diverge_if_lr_above": 0.3,
+                          "error_if_lr_above": 0.05, "user_error_if_lr_above": 0.6})
+    outcome = run_search(space, options(retries=1))
+    study, trials = trials_of(outcome)
+    assert len(trials) == 6 and outcome.exit_code == 0
+    reasons = {}
+    for t in trials:
+        lr = t.params["optimizer.lr"]
+        if lr > 0.6:
+            reasons[t.number] = ("UserError", t)
+        elif lr > 0.3:
+            reasons[t.number] = ("DivergedError", t)
+        elif lr > 0.05:
+            reasons[t.number] = ("RuntimeError: toy failure", t)
+        else:
+            assert t.state == TrialState.COMPLETE
+    assert reasons, "the seeded draws include failing learning rates"
+    for kind, t in reasons.values():
+        assert t.state == TrialState.FAIL and kind in t.user_attrs["fail_reason"]
+
+
+def test_every_trial_failing_exits_1(ray_cluster, options):
+    space = ToySpace(name="allfail", trials=2, epochs=1, toy={"diverge_if_lr_above": 0.0})
+    outcome = run_search(space, options())
+    assert outcome.counts["FAIL"] == 2 and outcome.exit_code == 1
+
+
+def test_running_again_continues_the_study_and_new_starts_over(ray_cluster, options):
+    space = ToySpace(name="cont", trials=3, epochs=1, sampler_name="random")
+    first = run_search(space, options())
+    second = run_search(space, options())
+    study, _ = trials_of(second)
+    assert len(study.trials) == 6 and first.run_id != second.run_id
+    runs = [studies.of_run(study.trials, o.run_id) for o in (first, second)]
+    assert [len(r) for r in runs] == [3, 3]  # the budget counts this run's trials
+    assert runs[0][0].params != runs[1][0].params  # the sampler does not replay run 1
+    third = run_search(space, options(new=True))
+    study, _ = trials_of(third)
+    assert len(study.trials) == 3
+
+
+def test_target_stops_the_run_early(ray_cluster, options):
+    space = ToySpace(name="target", trials=30, epochs=1, sampler_name="random",
+                     budget={"target": 0.3}, resources={"cpu": 1, "max_concurrent": 1})
+    outcome = run_search(space, options())
+    study, trials = trials_of(outcome)
+    assert len(trials) < 30 and not outcome.interrupted and outcome.exit_code == 0
+    assert any(t.state == TrialState.COMPLETE and t.value >= 0.3 for t in trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_multi_objective_gives_a_pareto_front(ray_cluster, options):
+    space = ToySpace(name="pareto", trials=5, epochs=1, sampler_name="nsga2",
+                     objective=[{"metric": "val_accuracy", "direction": "maximize"},
+                                {"metric": "num_params", "direction": "minimize"}])
+    outcome = run_search(space, options())
+    study, trials = trials_of(outcome)
+    assert all(len(t.values) == 2 for t in trials)
+    front = studies.best_trials(study)
+    assert front and outcome.best == front
+    assert all(t.values[1] == t.user_attrs["num_params"] for t in front)
+
+
+def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
+    space = ToySpace(name="pbt", trials=3, epochs=3, pruner_name="pbt", sampler_name="random",
+                     conditional=False, pruner={"perturbation_interval": 1})
+    outcome = run_search(space, options())
+    study, trials = trials_of(outcome)
+    assert len(trials) == 3 and all(t.user_attrs["pbt"] for t in trials)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(sorted(t.intermediate_values) == [1, 2, 3] for t in trials)
+
+
+def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_path):
+    space = ToySpace(name="tracked", trials=2, epochs=1, tracking={"enabled": True})
+    outcome = run_search(space, options(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    _, trials = trials_of(outcome)
+    assert outcome.exit_code == 0 and len(trials) == 2
+    assert all(t.user_attrs.get("mlflow_run_id") for t in trials)

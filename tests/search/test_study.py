@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import study as studies
+from search.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_storage_url_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv(studies.ENV_STORAGE, raising=False)
+    monkeypatch.chdir(tmp_path)
+    default = studies.storage_url(None, "runs/x")
+    assert default == f"sqlite:///{tmp_path}/runs/x/study.db"  # absolute
+    monkeypatch.setenv(studies.ENV_STORAGE, "postgresql://u@h/db")
+    assert studies.storage_url(None, "runs/x").endswith("://u@h/db")
+    assert studies.storage_url("sqlite:////a.db", "runs/x") == "sqlite:////a.db"
+    assert studies.storage_url("sqlite:///rel/s.db", "x") == f"sqlite:///{tmp_path}/rel/s.db"
+
+
+def test_continue_new_and_directions(tmp_path):
+    storage = studies.open_storage(studies.storage_url(None, tmp_path))
+    study = studies.open_study(storage, "s", ["maximize"])
+    study.tell(study.ask(), 0.5)
+    again = studies.open_study(storage, "s", ["maximize"])
+    assert len(again.trials) == 1  # the same study continues
+    with pytest.raises(UserError, match=r"exists with directions \['maximize'\].*--new"):
+        studies.open_study(storage, "s", ["minimize"])
+    fresh = studies.open_study(storage, "s", ["minimize"], new=True)
+    assert len(fresh.trials) == 0 and fresh.direction.name == "MINIMIZE"
+
+
+def test_missing_study_names_what_exists(tmp_path):
+    storage = studies.open_storage(studies.storage_url(None, tmp_path))
+    studies.open_study(storage, "quickstart", ["maximize"])
+    with pytest.raises(UserError, match=r"study 'quickstrat': not found.*quickstart.*did you "
+                                        r"mean 'quickstart'"):
+        studies.load_study(storage, "quickstrat")
+
+
+def test_unreachable_database_is_one_clear_line():
+    with pytest.raises(UserError) as err:
+        studies.open_storage("postgresql://postgres:secret@127.0.0.1:1/none")
+    text = str(err.value)
+    assert "cannot open the study database" in text and "secret" not in text
+    assert "\n" not in text
+
+
+def test_fail_and_leftovers(tmp_path):
+    storage = studies.open_storage(studies.storage_url(None, tmp_path))
+    study = studies.open_study(storage, "s", ["maximize"])
+    mine = [study.ask() for _ in range(2)]
+    other = study.ask()
+    for t in mine:
+        t.set_user_attr("run_id", "run-a")
+    other.set_user_attr("run_id", "run-b")
+    studies.fail(study, mine[0].number, "diverged")
+    assert studies.fail_leftovers(study, "run-a", "driver gone") == 1
+    states = {t.number: (t.state, t.user_attrs.get("fail_reason")) for t in study.trials}
+    assert states[mine[0].number] == (TrialState.FAIL, "diverged")
+    assert states[mine[1].number] == (TrialState.FAIL, "driver gone")
+    assert states[other.number][0] == TrialState.RUNNING  # another run's trial is not touched
+    assert studies.counts(study.trials) == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 2,
+                                            "RUNNING": 1, "WAITING": 0}
+
+
+def test_a_study_keeps_its_metric(tmp_path):
+    storage = studies.open_storage(studies.storage_url(None, tmp_path))
+    study = studies.open_study(storage, "s", ["maximize"])
+    studies.name_metrics(study, ["val_accuracy"])
+    studies.name_metrics(study, ["val_accuracy"])  # the same again is fine
+    with pytest.raises(UserError, match=r"optimise \['val_accuracy'\].*--new"):
+        studies.name_metrics(study, ["train_loss"])

@@ -1,0 +1,164 @@
+"""The two forms of a split and the one way to read it in mini-batches.
+
+* `TensorSplit`: normalised float32 images and int64 labels already on the training device.
+  Batches are slices (or a gather by a random permutation) on that device: no DataLoader, no
+  workers, no per-sample Python work. Used whenever the data fits `data.in_memory_mb`.
+* `DatasetSplit`: indices into a Dataset of raw images; a DataLoader with `num_workers` workers
+  resizes and normalises each sample (`Prepare`), pinned memory when the target is CUDA.
+
+`iterate_batches` gives both the same contract: the same generator gives the same permutation,
+hence the same batches whatever the form, so the two paths are interchangeable.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+def resize_images(x: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """Bilinear (antialiased) resize of an N×C×H×W float batch; the same function serves the
+    in-memory path (whole chunks) and the DataLoader path (one sample), so both agree."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+class Prepare:
+    """Per-sample transform of the DataLoader path: resize, then (x - mean) / std per channel.
+    Without mean/std it only resizes (used while the statistics are being computed)."""
+
+    def __init__(self, size: tuple[int, int] | None, mean: Tensor | None = None,
+                 std: Tensor | None = None) -> None:
+        self.size = size
+        self.mean = None if mean is None else mean.float().view(-1, 1, 1)
+        self.std = None if std is None else std.float().view(-1, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = resize_images(x.float().unsqueeze(0), self.size).squeeze(0)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+
+class _Transformed(Dataset):
+    """A source Dataset of (raw image, label) with `Prepare` applied; indexed by source index."""
+
+    def __init__(self, source: Dataset, transform: Prepare) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x, y = self.source[i]
+        return self.transform(x), int(y)
+
+
+class TensorSplit:
+    """A split held in memory: `x` (N×C×H×W float32, normalised) and `y` (N, int64), one device;
+    `indices` (optional) are the samples' positions in the dataset."""
+
+    def __init__(self, x: Tensor, y: Tensor, indices: Tensor | None = None) -> None:
+        self.x, self.y, self.indices = x, y, indices
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def targets(self) -> Tensor:
+        return self.y
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+
+class DatasetSplit:
+    """A split read through a DataLoader: `indices` into `source` (yielding raw C×H×W float images
+    in [0, 1] and int labels), `targets` their labels, `transform` resizing and normalising."""
+
+    def __init__(self, source: Dataset, indices: Tensor, targets: Tensor, transform: Prepare,
+                 num_workers: int = 0) -> None:
+        self.source, self.indices, self.targets = source, indices, targets
+        self.transform, self.num_workers = transform, num_workers
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+
+Split = Union[TensorSplit, DatasetSplit]
+
+
+def num_batches(split: Split, batch_size: int, *, drop_last: bool = False) -> int:
+    """How many batches `iterate_batches` yields for this split and batch size."""
+    n = len(split)
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def _order(n: int, shuffle: bool, generator: torch.Generator | None) -> Tensor | None:
+    if not shuffle:
+        return None
+    where = generator.device if generator is not None else torch.device("cpu")
+    return torch.randperm(n, generator=generator, device=where)
+
+
+def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
+                    generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None,
+                    drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (x float32 normalised, y int64) batches on `device` (None: where the split lives).
+
+    With `shuffle` the order is `torch.randperm(len(split), generator=generator)`: the same
+    generator state gives the same batches for both split forms. `drop_last` drops a final
+    partial batch (useful when a batch of one would break BatchNorm in training mode).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(split)
+    order = _order(n, shuffle, generator)
+    stop = n - n % batch_size if drop_last else n
+    target = torch.device(device) if device is not None else split.device
+    if isinstance(split, TensorSplit):
+        yield from _tensor_batches(split, batch_size, order, stop, target)
+    else:
+        yield from _loader_batches(split, batch_size, order, stop, target)
+
+
+def _tensor_batches(split: TensorSplit, batch_size: int, order: Tensor | None, stop: int,
+                    target: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    x, y = split.x, split.y
+    if order is not None:
+        order = order.to(x.device)
+    moving = target != x.device
+    for start in range(0, stop, batch_size):
+        if order is None:
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        if moving:
+            xb, yb = xb.to(target, non_blocking=True), yb.to(target, non_blocking=True)
+        yield xb, yb
+
+
+def _loader_batches(split: DatasetSplit, batch_size: int, order: Tensor | None, stop: int,
+                    target: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    idx = split.indices if order is None else split.indices[order.cpu()]
+    batches = [idx[s:s + batch_size].tolist() for s in range(0, stop, batch_size)]
+    cuda = target.type == "cuda"
+    loader = DataLoader(_Transformed(split.source, split.transform), batch_sampler=batches,
+                        num_workers=split.num_workers, pin_memory=cuda)
+    for xb, yb in loader:
+        yb = yb.long()
+        if target.type != "cpu":
+            xb, yb = xb.to(target, non_blocking=True), yb.to(target, non_blocking=True)
+        yield xb, yb

