@@ -2,7 +2,8 @@
 
     <output>/                 default ./runs/<space name>/, made absolute
         study.db              the Optuna study (unless --storage / $SEARCH_STORAGE points away)
-        run-YYYYmmdd-HHMMSS/  one Tune experiment per `search run`; holds search_run.json (how
+        run-YYYYmmdd-HHMMSS-xxxxxx/  one Tune experiment per `search run` (xxxxxx: random:
+                              drivers sharing a study must not share an id); search_run.json (how
                               it was started, by which process, whether it ended), space.yaml
                               and space.pkl (the space, for `search resume` and `search best`)
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -27,12 +29,13 @@ def output_dir(name: str, output: str | None) -> Path:
 
 
 def new_run_id(output: Path) -> str:
-    base = time.strftime("run-%Y%m%d-%H%M%S")
-    run_id, i = base, 1
-    while (output / run_id).exists():
-        i += 1
-        run_id = f"{base}-{i}"
-    return run_id
+    """A new run id. The trials of a run are found in a shared study by it, and two drivers
+    (other hosts, other output folders) may start in the same second: a random part keeps
+    their ids apart (24 bits: one pair in 16 million would clash)."""
+    while True:
+        run_id = f"{time.strftime('run-%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        if not (output / run_id).exists():
+            return run_id
 
 
 def write_run_file(exp_dir: Path, info: dict) -> None:

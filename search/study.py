@@ -17,6 +17,9 @@ from search.errors import UserError
 
 ENV_STORAGE = "SEARCH_STORAGE"
 FAIL_REASON = "fail_reason"
+# Study user attr: the study that continues this one after a parameter's distribution changed
+# (search/warmstart.py); `<name>`, `<name>@2`, `<name>@3`, ...
+CONTINUED_IN = "search.continued_in"
 
 
 def storage_url(flag: str | None, output: Path) -> str:
@@ -117,6 +120,29 @@ def name_metrics(study, metrics: list[str]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study.set_metric_names(metrics)
+
+
+def current_name(storage, name: str) -> str:
+    """The study a space's runs go to now: `name`, or its latest successor."""
+    seen = {name}
+    while name in study_names(storage):
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+        nxt = attrs.get(CONTINUED_IN)
+        if not nxt or nxt in seen:
+            break
+        seen.add(nxt)
+        name = nxt
+    return name
+
+
+def delete_chain(storage, name: str) -> None:
+    """Delete the space's study and its successors (`--new`)."""
+    import optuna
+
+    names = study_names(storage)
+    for study_name in names:
+        if study_name == name or study_name.startswith(f"{name}@"):
+            optuna.delete_study(study_name=study_name, storage=storage)
 
 
 def load_study(storage, name: str, sampler=None):

@@ -7,6 +7,9 @@ can tell a good sampler from a bad one and benchmarks can compare wall time with
 Use it with `search run --fit search.testing:known_work_fit`; an epoch lasts
 `$SEARCH_KNOWN_WORK_SECONDS` seconds (default 0.2) unless the config's `toy.epoch_seconds` says;
 with `$SEARCH_KNOWN_WORK_LOG` (or `toy.log`) each call appends a line (lr, start epoch, time).
+With `$SEARCH_KNOWN_WORK_MEET=N:DIR` and DIR present, each call signs in to DIR and waits (up to
+2 minutes) until N calls have: trials overlap for sure, e.g. to see them on every node of a
+cluster however long Ray takes to start a trial's actor.
 
 `ToySpace` is a hand-made object with the interface of `spaces.Space` over a three- or
 four-parameter space (conditional momentum for sgd), so the search package is testable on its
@@ -26,6 +29,7 @@ from search.errors import UserError
 
 ENV_SECONDS = "SEARCH_KNOWN_WORK_SECONDS"
 ENV_LOG = "SEARCH_KNOWN_WORK_LOG"
+ENV_MEET = "SEARCH_KNOWN_WORK_MEET"
 
 
 @dataclass
@@ -78,6 +82,7 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
         with open(log, "a") as f:
             f.write(json.dumps({"lr": lr, "start": start, "pid": os.getpid(),
                                 "t": time.time()}) + "\n")
+    _meet(os.environ.get(ENV_MEET))
     stopped = False
     for epoch in range(start + 1, epochs + 1):
         time.sleep(seconds)
@@ -105,6 +110,19 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
     return KnownWorkResult(history, best[0], best[1], round(q - 0.002, 6),
                            int(config.get("model", {}).get("width", 32)) * 1000, stopped,
                            str(Path(checkpoint_dir, "best.pt")) if checkpoint_dir else None)
+
+
+def _meet(spec: str | None, timeout: float = 120.0) -> None:
+    """Sign in to the meeting folder of `N:DIR` and wait until N calls have (see above)."""
+    if not spec:
+        return
+    count, _, folder = spec.partition(":")
+    if not Path(folder).is_dir():
+        return
+    Path(folder, f"{os.getpid()}-{time.time_ns()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(Path(folder).iterdir())) < int(count) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _diverged(message: str) -> Exception:

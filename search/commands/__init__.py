@@ -24,4 +24,6 @@ def open_search(args: argparse.Namespace):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, output, url = locate(args.name, args.output, args.storage)
-    return name, output, studies.load_study(studies.open_storage(url), name)
+    storage = studies.open_storage(url)
+    # a change of the space may have moved the search on to a successor study (warmstart.py)
+    return name, output, studies.load_study(storage, studies.current_name(storage, name))

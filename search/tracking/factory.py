@@ -32,10 +32,13 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
                   study: Any = None, resume: bool = False,
                   trial_number: Callable[[str], int | None] | None = None,
                   set_run_id: Callable[[str, str], None] | None = None,
-                  loader: str = DEFAULT_LOADER) -> TrackingCallback | None:
+                  loader: str = DEFAULT_LOADER,
+                  tags: dict[str, str] | None = None) -> TrackingCallback | None:
     """The Tune callback recording this search run in MLflow, or None when the space says
     tracking.enabled: false. Probes the backend (UserError when unusable), creates the
-    experiment and the parent run (or, with `resume`, reattaches to the run of `run_id`)."""
+    experiment and the parent run (or, with `resume`, reattaches to the run of `run_id`).
+    `tags` are added to the parent's (search.previous_run: the MLflow id of the study's run
+    before this one, which a scheduled re-run continues)."""
     tracking = dict(field_of(space, "tracking", {}) or {})
     if not tracking.get("enabled", True):
         return None
@@ -67,7 +70,8 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
     path = Path(space_path) if space_path else getattr(space, "source", None)
     if path is not None and Path(path).is_file():
         files["space_file"] = str(Path(path).absolute())
-    tracker.start(params=parent_params(space), tags=parent_tags(space, path, output, texts),
+    tracker.start(params=parent_params(space),
+                  tags={**parent_tags(space, path, output, texts), **(tags or {})},
                   texts=texts, files=files, resume=resume)
     log.info("tracking %s in %s (experiment %r)", run_id, redact(uri), settings.experiment)
     return TrackingCallback(settings, tracker, study=study,

@@ -56,8 +56,8 @@ def test_checker_refuses_unknown_commands_and_options() -> None:
 
 
 def test_checker_knows_the_documented_commands_not_registered_yet() -> None:
-    # `submit` comes later (brief: `submit SPACE.yaml --address http://head:8265`); until then the
-    # documented form is the reference, afterwards the real parser.
+    # `submit` was documented before search/cli.py registered it; the real parser now checks it,
+    # and the documented form stays the reference for a tree without it.
     assert check_search_argv(["search", "submit", "s.yaml", "--address", "http://head:8265"]) is None
     assert check_search_argv(["search", "submit", "s.yaml", "--bogus"]) is not None
     assert check_search_argv(["search", "submit"]) is not None
@@ -95,3 +95,11 @@ def test_runs_join_the_cluster_they_are_meant_for(where: str, argv: list[str]) -
         assert option_value(argv, "--address") is None
     else:
         assert option_value(argv, "--address"), f"{where}: {' '.join(argv)} does not join a cluster"
+
+
+def test_the_scheduled_search_continues_its_study_and_warm_starts() -> None:
+    # Each scheduled RayJob continues the space's study: --new would throw it away every night,
+    # and --warm-start 0 would not rerun the best configs after the space changed.
+    [argv] = [a for w, a in INVOCATIONS if w == "k8s/rayjob.yaml"]
+    assert argv[1] == "run" and "--new" not in argv
+    assert int(option_value(argv, "--warm-start") or 3) > 0

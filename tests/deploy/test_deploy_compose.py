@@ -164,10 +164,13 @@ def test_search_is_a_one_shot_run_against_the_stack(services: dict[str, Any]) ->
     assert "local_raylet_healthz" in str(services["ray-worker"]["healthcheck"]["test"])
 
 
-def test_only_the_driver_holds_the_study_storage_password(services: dict[str, Any]) -> None:
+def test_only_the_drivers_hold_the_study_storage_password(services: dict[str, Any]) -> None:
+    # drivers: the `search` service, and the head, where jobs of `search submit` run theirs
     holders = {n for n, s in services.items()
                if ENV["POSTGRES_PASSWORD"] in str(s.get("environment", ""))}
-    assert holders == {"postgres", "mlflow", "search"}
+    assert holders == {"postgres", "mlflow", "search", "ray-head"}
+    storage = services["search"]["environment"]["SEARCH_STORAGE"]
+    assert services["ray-head"]["environment"]["SEARCH_STORAGE"] == storage
 
 
 def test_services_built_from_the_repo_use_the_cpu_dockerfile(services: dict[str, Any]) -> None:
