@@ -17,8 +17,10 @@ COMMANDS = [
     "search.commands.train",
     "search.commands.run",
     "search.commands.resume",
+    "search.commands.submit",
     "search.commands.status",
     "search.commands.best",
+    "search.commands.stages",
     "search.commands.ui",
     "search.commands.sync",
 ]

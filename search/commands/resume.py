@@ -19,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from search.commands.run import options_from, report
+    from search.commands.run import options_from, report, then_stages
     from search.runner import resume_search
     from search.runs import locate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, output, _ = locate(args.name, args.output)
     outcome = resume_search(output, options_from(args))
-    return report(outcome, outcome.objectives)
+    return then_stages(args, outcome, report(outcome, outcome.objectives))

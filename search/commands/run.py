@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
                              "space's tracking.uri, else sqlite:///<output>/mlflow.db)")
+    parser.add_argument("--warm-start", type=int, default=3, metavar="K",
+                        help="when the space changed since the study's last run, run its K best "
+                             "earlier configs that are still valid first (default 3; 0: off)")
     parser.add_argument("--fit", default="trainers:fit", metavar="MODULE:FUNCTION",
                         help="training function with the signature of trainers.fit (default "
                              "trainers:fit; search.testing:known_work_fit runs no training)")
@@ -37,6 +40,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="CPUs of a local Ray (default: all of this machine)")
     parser.add_argument("--plain", action="store_true",
                         help="log lines instead of the live status line, even on a terminal")
+    parser.add_argument("--no-stages", action="store_true",
+                        help="do not run the space's stages after the search (`search stages "
+                             "NAME` runs them later)")
 
 
 def options_from(args: argparse.Namespace, **extra):
@@ -73,6 +79,29 @@ def run(args: argparse.Namespace) -> int:
         from search.errors import UserError
         raise UserError(f"--retries: must be >= 0, got {args.retries}")
     options = options_from(args, storage=args.storage, new=args.new, retries=args.retries,
-                           fit=args.fit, tracking_uri=args.tracking_uri)
+                           fit=args.fit, tracking_uri=args.tracking_uri,
+                           warm_start=args.warm_start)
     outcome = run_search(space, options)
-    return report(outcome, outcome.objectives)
+    return then_stages(args, outcome, report(outcome, outcome.objectives))
+
+
+def then_stages(args: argparse.Namespace, outcome, code: int) -> int:
+    """The space's enabled stages, when the search ended well and --no-stages is not given."""
+    import pickle
+
+    from search.stages import enabled_stages
+
+    if code != 0 or getattr(args, "no_stages", False):
+        return code
+    space = pickle.loads((outcome.experiment_dir / "space.pkl").read_bytes())
+    if not enabled_stages(space):
+        return code
+    if getattr(args, "fit", None) == "search.testing:known_work_fit":
+        print("stages skipped: search.testing:known_work_fit trains no model", file=sys.stderr)
+        return code
+    from search.commands.stages import run_and_print
+
+    print(flush=True)
+    return run_and_print(outcome.experiment_dir.parent, outcome.run_id, cpus=args.cpus,
+                         tracking_uri=getattr(args, "tracking_uri", None),
+                         storage=getattr(args, "storage", None))

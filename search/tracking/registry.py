@@ -5,14 +5,18 @@ The model is rebuilt from its checkpoint (a state_dict and the config, never a p
 shapes of the config's dataset, then logged with `mlflow.pytorch.log_model`, a signature and an
 input example. Serialisation: "pt2" (torch.export; loads without our code, so a model built by a
 user's factory loads anywhere) when the exported program reproduces the model's outputs, else
-"pickle" (loads where the model's classes import). Both load back with mlflow.pytorch.load_model.
+"pickle" (loads where the model's classes import), else "torchscript" (a traced copy; what a
+quantised stage model needs). All load back with mlflow.pytorch.load_model. The stages register
+their final model the same way (alias `candidate`, loader search.stages:registry_model).
 The model expects the inputs the trainer fed it: images normalised by the training split's
 mean/std, which are in the model's metadata.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import warnings
 from typing import Any, Callable
 
 from .backend import http_limits, is_unreachable
@@ -31,7 +35,9 @@ def _use_tracking_uri(uri: str):
 log = logging.getLogger("search.tracking")
 
 DEFAULT_LOADER = "search.tracking.registry:load_trainer_checkpoint"
-FORMATS = ("pt2", "pickle")
+# "torchscript": a traced copy saved by torch.jit (MLflow's pickle format stores a ScriptModule
+# that way), for modules that neither export nor unpickle, e.g. int8 static FX graphs.
+FORMATS = ("pt2", "pickle", "torchscript")
 
 
 def load_trainer_checkpoint(path: str):
@@ -79,13 +85,19 @@ def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
     # Naming torch avoids MLflow inferring requirements in a subprocess (seconds per model).
     requirements = [f"torch=={torch.__version__.split('+')[0]}"]
     errors = []
-    with _use_tracking_uri(tracking_uri), http_limits(QUIET):
+    with _use_tracking_uri(tracking_uri), http_limits(QUIET), _quiet_torch_io():
         for fmt in FORMATS:
             try:
+                logged = model
+                if fmt == "torchscript":
+                    with torch.no_grad():
+                        logged = torch.jit.trace(model, example)
                 with mlflow.start_run(run_id=run_id):
                     info = mlflow.pytorch.log_model(
-                        model, name="model", signature=signature, input_example=example.numpy(),
-                        serialization_format=fmt, pip_requirements=requirements,
+                        logged, name="model", signature=signature,
+                        input_example=example.numpy(),
+                        serialization_format="pickle" if fmt == "torchscript" else fmt,
+                        pip_requirements=requirements,
                         metadata={**metadata, "serialization_format": fmt})
                 loaded = mlflow.pytorch.load_model(info.model_uri)
                 with torch.no_grad():
@@ -98,6 +110,21 @@ def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
                     raise
                 errors.append(f"{fmt}: {str(err).strip().splitlines()[0][:200]}")
     raise RuntimeError("the model could not be logged: " + "; ".join(errors))
+
+
+@contextlib.contextmanager
+def _quiet_torch_io():
+    """No warnings about pickle, TorchScript or export deprecations while a model is logged and
+    reloaded (the format that worked is recorded on the model version)."""
+    logger = logging.getLogger("mlflow.pytorch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def apply_model_op(book: Book, op: dict) -> str:
