@@ -33,14 +33,14 @@ def variant(path: str | Path, *, name: str, trials: int | None = None,
     return load_space(dump_yaml(data), filename=f"{name}.yaml")
 
 
-def search(space: Any, output: Path, fit: str = "trainers:fit") -> dict:
+def search(space: Any, output: Path, fit: str = "trainers:fit", cpus: int | None = None) -> dict:
     """Run one search (the library path of `search run`) and measure it."""
     from search import study as studies
     from search.runner import RunOptions, run_search
 
     start = time.time()
     outcome = run_search(space, RunOptions(output=str(output), new=True, fit=fit, live=False,
-                                           retries=0))
+                                           retries=0, cpus=cpus))
     wall = time.time() - start
     study = studies.load_study(studies.open_storage(outcome.storage_url), space.name)
     trials = studies.of_run(study.trials, outcome.run_id)

@@ -4,10 +4,18 @@ PBT cannot share a run with a searcher, so the first population is drawn from th
 space's own define-by-run on a throwaway in-memory study (random, seeded), and each member is
 written into the persistent study when it ends, with its final (mutated) parameters, the
 objective values it reported each epoch and how it ended.
+
+A member that exploits another continues from that member's checkpoint, so its epochs jump
+(it reported epoch 1, copied a member at epoch 2, then reports epoch 3). Its intermediate
+values are its own reports and, for the epochs it skipped, the values of the model it carries
+on (the trainer's history of a finished member, which holds the epochs before the copy), so a
+finished member has a value at every epoch.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from ray.tune import Callback
@@ -15,6 +23,7 @@ from ray.tune import Callback
 from search import study as studies
 from search.plan import Objective
 from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, RECORDED, error_reason
+from search.trainable import HISTORY_FILE
 
 
 def initial_population(space: Any, size: int, seed: int | None) -> list[dict]:
@@ -81,10 +90,25 @@ class StudyRecorder(Callback):
             state = TrialState.PRUNED
         params = dict(trial.config.get("params", {}))
         dists = self.space.distributions() or {}
-        curve = self.curves.get(trial.trial_id) if len(self.objectives) == 1 else None
+        curve = self._curve(trial.trial_id) if len(self.objectives) == 1 else None
         if state == TrialState.PRUNED and curve:
             values = [curve[max(curve)]]
         study.add_trial(optuna.trial.create_trial(
             state=state, values=values, params=params,
             distributions={k: dists[k] for k in params if k in dists},
             user_attrs=attrs, intermediate_values=curve or None))
+
+    def _curve(self, trial_id: str) -> dict[int, float] | None:
+        """The member's own reports, gaps filled from the history of the model it ended with."""
+        curve = dict(self.curves.get(trial_id, {}))
+        path = Path(self.experiment_dir or "", f"trial_{trial_id}", HISTORY_FILE)
+        try:
+            history = json.loads(path.read_text()) if self.experiment_dir else []
+        except (OSError, ValueError):
+            history = []  # not finished (or not written): its own reports only
+        metric = self.objectives[0].metric
+        for row in history:
+            value = row.get(metric) if isinstance(row, dict) else None
+            if isinstance(value, (int, float)) and isinstance(row.get("epoch"), int):
+                curve.setdefault(row["epoch"], float(value))
+        return dict(sorted(curve.items())) or None

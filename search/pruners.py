@@ -66,11 +66,15 @@ def _none(section: dict, obj: Objective, max_t: int, space: Any):
 def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import PopulationBasedTraining
 
+    # Synchronous: members exploit and explore when all of them reached the same epoch, so a
+    # seed gives one population history. Ray's asynchronous default decides by whichever
+    # member reports first (start-up and load make that differ from run to run) and may find
+    # no member to copy at all when one member runs ahead of the others.
     return PopulationBasedTraining(
         time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
         perturbation_interval=float(_int(section, "perturbation_interval", 2)),
         quantile_fraction=float(field_of(section, "quantile_fraction", 0.25) or 0.25),
-        hyperparam_mutations={"params": mutations_of(space)}, log_config=False)
+        hyperparam_mutations={"params": mutations_of(space)}, synch=True, log_config=False)
 
 
 # A PBT member continues from another member's checkpoint: parameters that shape the model or

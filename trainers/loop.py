@@ -223,7 +223,17 @@ class _Run:
                 "history": list(self.history)}
 
     def restore(self, path: str) -> None:
+        """Continue the run of the checkpoint at `path`. When this config's optimizer or
+        scheduler settings differ from the checkpoint's (a PBT mutation, a changed lr), the
+        weights and the optimiser's moments are restored but its hyperparameters (lr,
+        weight_decay, momentum, betas, ...) and the schedule's peak come from this config, the
+        schedule keeping its position (steps and epochs taken): see Schedule.replay."""
         state = load_checkpoint(path)
+        saved = state["config"] if isinstance(state["config"], dict) else {}
+        retuned = any(saved.get(g) != self.cfg[g] for g in ("optimizer", "scheduler"))
+        # this config's hyperparameters, at the schedule's step 0 (put back after the load)
+        hyper = [{k: v for k, v in g.items() if k != "params"}
+                 for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -233,7 +243,16 @@ class _Run:
             raise TrainerError(f"checkpoint {path}: does not fit the model and optimiser of this "
                                f"config ({first}); resume with the config it was written with") \
                 from None
-        self.schedule.load_state_dict(state["scheduler"])
+        if retuned:
+            for group, values in zip(self.optimizer.param_groups, hyper):
+                group.update(values)
+                for p in group["params"] if group.get("amsgrad") else ():  # turned on now
+                    moments = self.optimizer.state.get(p)
+                    if moments and "max_exp_avg_sq" not in moments:
+                        moments["max_exp_avg_sq"] = moments["exp_avg_sq"].clone()
+            self.schedule.replay(state["scheduler"], [h["val_loss"] for h in state["history"]])
+        else:
+            self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], self.gens)

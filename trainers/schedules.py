@@ -11,10 +11,12 @@ usual choice is warmup_epochs 0. OneCycleLR's momentum cycling is off: the optim
 betas stay what the config says.
 
 `Schedule` hides all of this from the loop: `step_batch()` after every optimiser step,
-`step_epoch(val_loss)` after every epoch, `state_dict()/load_state_dict()` for checkpoints.
+`step_epoch(val_loss)` after every epoch, `state_dict()/load_state_dict()` for checkpoints,
+and `replay()` to bring a schedule of a changed config to a checkpoint's position.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -92,6 +94,7 @@ class Schedule:
         self.optimizer = optimizer
         self.info = SCHEDULERS[cfg["name"]]
         self.lr_max = max(g["lr"] for g in optimizer.param_groups)
+        self.steps_per_epoch = [int(n) for n in steps_per_epoch]
         self._base = [g["lr"] for g in optimizer.param_groups]
         self.warmup_epochs = min(int(cfg["warmup_epochs"]), len(steps_per_epoch))
         self.warmup_steps = int(sum(steps_per_epoch[:self.warmup_epochs]))
@@ -156,3 +159,22 @@ class Schedule:
         self._main_lrs = list(state["main_lrs"])
         if self.main is not None and state["main"] is not None:
             self.main.load_state_dict(state["main"])
+
+    def replay(self, state: dict, val_losses: Sequence[float]) -> None:
+        """Bring this fresh schedule (nothing stepped yet) to the position of `state`, the
+        state_dict of a schedule of another config (a changed lr, warmup, ...): its optimiser
+        steps and epochs are taken again, epoch by epoch, the plateau rule seeing the validation
+        losses the run saw. From there the lr follows this schedule's config: same position,
+        this config's peak. Every schedule here is a function of that position (and the losses),
+        so a replay of the same config gives exactly the restored lr."""
+        steps = min(int(state["steps"]), sum(self.steps_per_epoch))  # never past the end
+        epochs = int(state["epochs"])
+        with warnings.catch_warnings():  # no optimiser step is taken during the replay
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step")
+            for e in range(epochs):
+                per_epoch = self.steps_per_epoch[e] if e < len(self.steps_per_epoch) else 0
+                for _ in range(min(per_epoch, steps - self.steps)):
+                    self.step_batch()
+                self.step_epoch(val_losses[e] if e < len(val_losses) else None)
+            while self.steps < steps:
+                self.step_batch()

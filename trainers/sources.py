@@ -4,6 +4,10 @@ Every loader returns a `Source`: all labels, and the images either as one tensor
 memory) or as a Dataset yielding (C×H×W float in [0, 1], label). The official train/test files of
 the torchvision datasets are pooled: `load_data` makes its own seeded stratified split.
 CIFAR-10/100 are read in `trainers/cifar.py`.
+
+Every loader has a `check_*` beside it: are the files there? It looks at names in folders only
+(no file is opened), so a search can say "data.root: ... missing" on its driver, in a moment,
+before any trial starts. With `download: true` missing files are the loader's to fetch.
 """
 from __future__ import annotations
 
@@ -114,6 +118,28 @@ def missing_files(folder: Path, names: list[str], what: str) -> TrainerError:
         f"data.download: true to fetch them, or point data.root at the folder holding them")
 
 
+def check_nothing(cfg: dict) -> None:
+    """Bundled data (mnist5k, digits) and user factories: no files to look for."""
+
+
+def check_files(folder: Path, names: list[str], what: str, cfg: dict) -> None:
+    """TrainerError unless `folder` holds every file of `names` (or `download` will get them)."""
+    if not cfg.get("download") and not all((folder / n).is_file() for n in names):
+        raise missing_files(folder, names, what)
+
+
+def idx_files(cls_name: str) -> list[str]:
+    """The idx-ubyte file names torchvision's MNIST / FashionMNIST expect under raw/."""
+    import torchvision.datasets as tvd
+    return [os.path.splitext(os.path.basename(url))[0]
+            for url, _ in getattr(tvd, cls_name).resources]
+
+
+def check_idx(cfg: dict, cls_name: str) -> None:
+    root = Path(os.path.expanduser(cfg["root"]))
+    check_files(root / cls_name / "raw", idx_files(cls_name), cls_name, cfg)
+
+
 def load_idx(cfg: dict, cls_name: str) -> Source:
     """torchvision's MNIST / FashionMNIST (idx-ubyte files under <root>/<Class>/raw/), train and
     test files pooled; `download` uses torchvision's own download with its md5 check."""
@@ -121,7 +147,7 @@ def load_idx(cfg: dict, cls_name: str) -> Source:
     cls = getattr(tvd, cls_name)
     root = Path(os.path.expanduser(cfg["root"]))
     raw = root / cls_name / "raw"
-    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    names = idx_files(cls_name)
     if not all((raw / n).is_file() for n in names):
         if not cfg["download"]:
             raise missing_files(raw, names, cls_name)
@@ -141,6 +167,26 @@ def load_idx(cfg: dict, cls_name: str) -> Source:
 
 
 # ------------------------------------------------------------------------ folders and factories
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def check_image_folder(cfg: dict) -> None:
+    """<root> holds class sub-folders, each with at least one image (ImageFolder's rule)."""
+    root = Path(os.path.expanduser(cfg["root"]))
+    if not root.is_dir():
+        raise TrainerError(f"data.root: image folder {root} does not exist; it must hold one "
+                           f"sub-folder of images per class")
+    classes = sorted(d for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise TrainerError(f"data.root: {root} has no sub-folders; expected one sub-folder of "
+                           f"images ({', '.join(IMAGE_SUFFIXES)}) per class")
+    for folder in classes:
+        if not any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                   for f in folder.rglob("*")):
+            raise TrainerError(f"data.root: class folder {folder} holds no image "
+                               f"({', '.join(IMAGE_SUFFIXES)}); every class needs at least one")
+
+
 def load_image_folder(cfg: dict) -> Source:
     """torchvision ImageFolder: <root>/<class>/<image>; resized to image_size, optionally gray."""
     from torchvision import transforms as T

@@ -130,7 +130,10 @@ def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
     study, trials = trials_of(outcome)
     assert len(trials) == 3 and all(t.user_attrs["pbt"] for t in trials)
     assert all(t.state == TrialState.COMPLETE for t in trials)
+    # A member that copied a member further ahead skips epochs: they come from the copied
+    # model's history, so every member has a value at every epoch.
     assert all(sorted(t.intermediate_values) == [1, 2, 3] for t in trials)
+    assert all(t.value == t.intermediate_values[3] for t in trials)  # the curves only rise
 
 
 def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_path):
@@ -139,3 +142,67 @@ def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_
     _, trials = trials_of(outcome)
     assert outcome.exit_code == 0 and len(trials) == 2
     assert all(t.user_attrs.get("mlflow_run_id") for t in trials)
+
+
+CIFAR_SPACE = """
+name: cifar_here
+data: {dataset: cifar10, root: ROOT}
+model: {name: cnn, width: 8, depth: 1}
+train: {epochs: 1}
+budget: {trials: 2}
+tracking: {enabled: false}
+space:
+  optimizer:
+    lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+"""
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def test_missing_data_is_said_before_ray_starts(tmp_path, capsys):
+    """An empty data.root: exit 2 and one line naming data.root and the files expected, in a
+    moment, with no Ray started and no run folder made."""
+    import time
+
+    import ray
+
+    from search.cli import main
+
+    space = tmp_path / "cifar_here.yaml"
+    space.write_text(CIFAR_SPACE.replace("ROOT", str(tmp_path / "empty")))
+    ray_before = ray.is_initialized()
+    start = time.monotonic()
+    code = main(["run", str(space), "--output", str(tmp_path / "out"), "--plain"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: data.root: no cifar10 files at ")
+    assert str(tmp_path / "empty" / "cifar-10-batches-py") in err[0]
+    assert all(name in err[0] for name in CIFAR10_FILES)
+    assert elapsed < 10.0 and ray.is_initialized() == ray_before
+    assert not list((tmp_path / "out").glob("run-*"))  # no Tune folder
+
+
+def test_every_dataset_the_space_can_choose_is_checked(tmp_path):
+    """A searched data.dataset: each choice is checked with the settings of its branch."""
+    from search.preflight import check_data, data_settings
+    from spaces import load_space
+    from trainers.errors import TrainerError
+
+    folder = tmp_path / "here" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in CIFAR10_FILES:  # the check looks at names only
+        (folder / name).write_bytes(b"")
+    text = CIFAR_SPACE.replace("ROOT", str(tmp_path / "here")) + """
+  data:
+    dataset:
+      choices:
+        mnist5k: {}
+        cifar10: {}
+"""
+    space = load_space(text, filename="cifar_here.yaml")
+    assert [d["dataset"] for d in data_settings(space)] == ["mnist5k", "cifar10"]
+    check_data(space)  # the files are there: passes
+    branch = text.replace("        cifar10: {}",
+                          f"        cifar10: {{}}\n        cifar100: {{root: {tmp_path}/gone}}")
+    with pytest.raises(TrainerError, match=r"data\.root: no cifar100 files at .*gone"):
+        check_data(load_space(branch, filename="cifar_here.yaml"))

@@ -7,6 +7,8 @@ import torch
 from tiny_training import TinyNet, curves, plain_values_only, tiny_config, tiny_data
 from trainers.errors import TrainerError
 from trainers.loop import fit
+from trainers.schedules import SCHEDULERS, Schedule
+from trainers.settings import resolve_group
 
 DATA = tiny_data()
 # Every random stream in use: shuffling, shift, mixup, dropout; a per-step schedule after a
@@ -51,3 +53,73 @@ def test_resuming_into_another_model_is_a_trainer_error(tmp_path):
             resume_from=str(tmp_path / "last.pt"))
     with pytest.raises(TrainerError, match="no such file"):
         fit(tiny_config(), data=DATA, model=TinyNet(), resume_from=str(tmp_path / "x.pt"))
+
+
+def _param_groups(path) -> list[dict]:
+    """The optimiser's hyperparameters in a checkpoint (what the next step will use)."""
+    groups = torch.load(path, weights_only=True)["optimizer"]["param_groups"]
+    return [{k: v for k, v in g.items() if k != "params"} for g in groups]
+
+
+@pytest.mark.parametrize("scheduler", [{"name": "onecycle"}, {"name": "step", "step_size": 1,
+                                                               "gamma": 0.5},
+                                       {"name": "cosine", "warmup_epochs": 2}])
+def test_resuming_with_changed_hyperparameters_takes_them_from_the_config(tmp_path, scheduler):
+    """A PBT mutation: the donor's checkpoint continues under another lr / weight decay /
+    betas. The moments are the checkpoint's; the hyperparameters and the schedule's peak are
+    the new config's, at the schedule's position: epoch 3 trains with the lr an uninterrupted
+    run of the new config has at epoch 3."""
+    old = tiny_config(optimizer={"lr": 0.02, "weight_decay": 1e-4}, scheduler=scheduler)
+    new = tiny_config(optimizer={"lr": 0.005, "weight_decay": 0.05, "betas": [0.8, 0.95]},
+                      scheduler=scheduler)
+    whole_new = fit(new, data=DATA, model=TinyNet(), checkpoint_dir=str(tmp_path / "new"))
+    whole_old = fit(old, data=DATA, model=TinyNet(), checkpoint_dir=str(tmp_path / "old"))
+    fit(old, data=DATA, model=TinyNet(), checkpoint_dir=str(tmp_path / "a"),
+        report=lambda m: m["epoch"] == 2)
+    donor = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    rest = fit(new, data=DATA, model=TinyNet(), checkpoint_dir=str(tmp_path / "b"),
+               resume_from=str(tmp_path / "a" / "last.pt"))
+    assert [h["epoch"] for h in rest.history] == [1, 2, 3]
+    assert rest.history[2]["lr"] == pytest.approx(whole_new.history[2]["lr"], rel=1e-9)
+    assert rest.history[2]["lr"] != pytest.approx(whole_old.history[2]["lr"], rel=1e-3)
+    # after the last step: the new config's lr, weight decay and betas, at the same position
+    assert _param_groups(tmp_path / "b" / "last.pt") == _param_groups(tmp_path / "new" / "last.pt")
+    resumed = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert resumed["scheduler"]["steps"] == 3 * donor["scheduler"]["steps"] // 2
+    # the moments went on from the checkpoint's (Adam's step counter counts all 3 epochs)
+    steps = {float(s["step"]) for s in resumed["optimizer"]["state"].values()}
+    assert steps == {float(resumed["scheduler"]["steps"])}
+    assert rest.history[:2] == donor["history"]
+
+
+def test_resuming_into_amsgrad_starts_its_maximum_from_the_moments(tmp_path):
+    fit(tiny_config(train={"epochs": 1}), data=DATA, model=TinyNet(),
+        checkpoint_dir=str(tmp_path))
+    result = fit(tiny_config(train={"epochs": 2}, optimizer={"amsgrad": True}), data=DATA,
+                 model=TinyNet(), resume_from=str(tmp_path / "last.pt"))
+    assert len(result.history) == 2 and result.history[1]["train_loss"] < 5
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_a_replayed_schedule_of_the_same_config_is_the_saved_one(name):
+    """Schedule.replay is a function of the position (and the losses the plateau rule saw):
+    replaying the same config lands on the saved lr, for every schedule in the registry."""
+    cfg = {"name": name, "warmup_epochs": 1, "step_size": 1, "patience": 0}
+    cfg = {k: v for k, v in cfg.items() if k in resolve_group("scheduler", {"name": name})}
+    losses = [1.0, 0.9, 0.95, 0.97, 0.99]
+
+    def schedule():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        return Schedule(opt, cfg, [3, 3, 2, 4, 3, 3])
+
+    run = schedule()
+    for loss, steps in zip(losses, run.steps_per_epoch):
+        for _ in range(steps):
+            run.optimizer.step()
+            run.step_batch()
+        run.step_epoch(loss)
+    again = schedule()
+    again.replay(run.state_dict(), losses)
+    assert (again.steps, again.epochs) == (run.steps, run.epochs)
+    assert again.lr == pytest.approx(run.lr, rel=1e-12)
+    assert (run.lr != 0.1) == (name != "none")  # every schedule but none moved the lr

@@ -1,0 +1,65 @@
+"""Checks a run makes on its driver before Ray starts: mistakes that would otherwise fail every
+trial, one by one, minutes later on the workers.
+
+`check_data(space)`: the data files of every dataset the space can train on are there — the
+fixed `data` settings, and each choice of a searched `data.dataset` (with the settings its
+branch sets, e.g. its own `root`). Only names in folders are looked at
+(`trainers.datasets.check_data`), so it takes a moment whatever the dataset's size.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class _Pinned:
+    """Enough of an Optuna trial for `define_by_run`: every suggestion gets a fixed answer (the
+    pinned value of a parameter, else its lowest value or first choice)."""
+
+    def __init__(self, pins: dict[str, Any]) -> None:
+        self.pins = pins
+        self.params: dict[str, Any] = {}
+
+    def _answer(self, name: str, default: Any) -> Any:
+        self.params[name] = self.pins.get(name, default)
+        return self.params[name]
+
+    def suggest_float(self, name: str, low: float, high: float, **kw: Any) -> float:
+        return self._answer(name, low)
+
+    def suggest_int(self, name: str, low: int, high: int, **kw: Any) -> int:
+        return self._answer(name, low)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._answer(name, choices[0])
+
+
+def data_settings(space: Any) -> list[dict]:
+    """The distinct `data` groups the space's trials can train with, as far as the files go:
+    the fixed one, or one per choice of each searched `data.dataset`."""
+    pins = [{}]
+    for p in getattr(space, "params", None) or []:
+        if getattr(p, "path", "") == "data.dataset" and getattr(p, "choices", ()):
+            dist = p.distribution
+            pins += [{p.name: choice} for choice in getattr(dist, "choices", ())]
+    out: list[dict] = []
+    for pin in pins:
+        try:
+            data = space.define_by_run(_Pinned(pin)).get("data")
+        except Exception:  # a combination the space does not allow: nothing to check there
+            continue
+        if data is not None and data not in out:
+            out.append(data)
+    if not out and isinstance(getattr(space, "fixed", None), dict):
+        out.append(space.fixed.get("data") or {})
+    return out
+
+
+def check_data(space: Any) -> None:
+    """TrainerError (one line: data.root, the files expected) when a dataset the space can
+    train on has no files; spaces whose configs are not the trainer's (tests' toy spaces, a
+    --fit of one's own) have no `data` group to check."""
+    from trainers.datasets import check_data as check
+
+    for data in data_settings(space):
+        if data:
+            check(data)
