@@ -14,7 +14,7 @@ from typing import Any, Callable
 from trainers.options import NONNEG_INT, POS_INT, POSITIVE, Check, Option, interval, one_of
 
 from .errors import Raw, SpaceError, suggest
-from .settings import data_overrides, model_settings
+from .settings import augment_overrides, data_overrides, model_settings
 from .values import check_literal
 from .yamlio import Locator, Path, segment
 
@@ -131,7 +131,7 @@ STAGES = {
         **_ENABLED,
     }, selector="mode", applies={"freeze": ("transfer",)}),
     "distill": Section("distill", {
-        "student": O("mapping", {"name": "cnn", "width": 8, "hidden": 32},
+        "student": O("mapping", {"name": "cnn", "width": 8, "hidden": 32, "dropout": 0.0},
                      "the student's model settings"),
         "alpha": O("float", 0.5, "loss = (1-alpha)*CE(labels) + alpha*distance(student, "
                    "teacher logits)", interval(0.0, 1.0)),
@@ -144,6 +144,8 @@ STAGES = {
                     NONNEG_INT),
         "seed": O("int", None, "seed of the student's weights and batches; null = the "
                   "trained config's train.seed", NONNEG_INT, nullable=True),
+        "augment": O("mapping", None, "augment settings that differ for the student, e.g. "
+                     "{mixup: 0.4}: the teacher labels the mixed images", nullable=True),
         **_ENABLED,
     }),
     "quantize": Section("quantize", {
@@ -247,6 +249,8 @@ def check_stages(raw: Any, loc: Locator) -> list[dict]:
             stage["student"] = model_settings(stage["student"], path + ("student",), loc)
         if stage.get("data") is not None:
             stage["data"] = data_overrides(stage["data"], path + ("data",), loc)
+        if stage.get("augment") is not None:
+            stage["augment"] = augment_overrides(stage["augment"], path + ("augment",), loc)
         out.append(stage)
     return out
 

@@ -227,3 +227,19 @@ def data_overrides(raw: Any, path: tuple, loc: Locator) -> dict:
             raise loc.error(path, f"{missing[0]} is required for dataset '{variant}'",
                             show_value=False)
     return out
+
+
+def augment_overrides(raw: Any, path: tuple, loc: Locator) -> dict:
+    """Augmentation settings that replace the trial's for a stage (a distilled student on
+    mixed images, which the teacher labels)."""
+    group = GROUPS["augment"]
+    if not isinstance(raw, dict):
+        raise loc.error(path, "must be a mapping of augment settings", raw)
+    out = {}
+    for key, value in raw.items():
+        opt = declaration(group, key) if isinstance(key, str) else None
+        if opt is None:
+            raise loc.error(path + (str(key),), "unknown augment option", key,
+                            suggestion=suggest(key, group.all_keys()))
+        out[key] = check_literal(opt, value, loc, path + (key,))
+    return out

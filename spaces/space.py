@@ -20,7 +20,7 @@ from .errors import SpaceError, suggest
 from .params import Param
 from .rules import check_config, probe
 from .settings import (Fixed, check_fixed, check_override, check_required, check_variant,
-                       fixed_variants, parse_override, resolve)
+                       entries, fixed_variants, parse_override, resolve)
 from .specs import split_space
 from .tree import build_params
 from .yamlio import Locator, load_yaml
@@ -294,8 +294,24 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
         "stages": S.check_stages(data.get("stages"), loc),
     }
     S.check_combination(objective, sampler, pruner, budget, data, searched, loc)
+    _derive_seeds(fixed, data, folded, seed, loc)
     return Space(name=name, description=description, seed=seed, fixed=fixed,
                  params=parsed.params, sections=found, probed=probed, loc=loc, source=source)
+
+
+# The settings the master `seed:` is the default of (weights and batches; the data split)
+SEEDED = (("train", "seed"), ("data", "split_seed"))
+
+
+def _derive_seeds(fixed: Fixed, data: dict, folded: dict, seed: int, loc: Locator) -> None:
+    """`seed: N` is the fixed value of those settings unless the file writes them (a sampled
+    value still wins where a parameter sets one). With N > 0 a written default is kept in the
+    canonical form, so `to_yaml` writes it back rather than letting N take its place."""
+    if not seed:
+        return
+    for gname, key in SEEDED:
+        written = key in entries(data, folded, gname, loc)
+        fixed[gname].setdefault(key, GROUPS[gname].options[key].default if written else seed)
 
 
 def _max_epochs(fixed: Fixed, params: list[Param]) -> int:

@@ -31,18 +31,10 @@ def write_result(folder: Path, result: dict) -> None:
 
 def registry_model(path: str):
     """The MLflow registry's loader for a stage's model.pt: (model, input example, metadata)."""
-    import torch
+    from search.tracking.registry import input_example
     from trainers.datasets import load_data
     from trainers.stages import load_stage_model
 
     sm = load_stage_model(path)
-    data = load_data(sm.config["data"])
-    test = data.test
-    if hasattr(test, "x"):
-        example = test.x[:2].detach().cpu()
-    else:
-        example = torch.stack([test[i][0] for i in range(min(2, len(test)))])
-    meta = {"input_mean": list(data.mean), "input_std": list(data.std),
-            "image_size": list(data.image_size), "num_classes": data.num_classes,
-            "dataset": data.name, "stage_kind": sm.kind}
-    return sm.model.eval(), example.float(), meta
+    example, meta = input_example(load_data(sm.config["data"]))
+    return sm.model.eval(), example, {**meta, "stage_kind": sm.kind}

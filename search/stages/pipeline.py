@@ -170,6 +170,9 @@ class _Pipeline:
                                   ignore_errors=True)
                 fresh = True
             sm, row = self._run_one(index, stage, sm)
+            note = slower_note(out.rows[-1], row)
+            if note:
+                self.say(f"stage {index}/{len(self.stages)} {stage['stage']}: note: {note}")
             out.rows.append(row)
         last = self.folder / f"{len(self.stages)}-{self.stages[-1]['stage']}"
         out.final_model = last / MODEL_FILE
@@ -314,6 +317,20 @@ class _Pipeline:
             return None, (f"tracking backend unreachable: {self.log.spooled} writes (the "
                           f"registration too) wait for `search sync`")
         return None, f"not registered: {self.log.refused() or 'the backend refused it'}"
+
+
+def slower_note(previous: Row, row: Row) -> str:
+    """Quantisation that does not pay at batch 1: said, not hidden (tiny layers spend their
+    time in the quantise/requantise steps, not in the arithmetic int8 makes cheaper)."""
+    if row.stage != "quantize":
+        return ""
+    before, after = previous.figures.get("latency_ms_b1"), row.figures.get("latency_ms_b1")
+    if not before or not after or after < before:
+        return ""
+    smaller = previous.figures.get("size_bytes", 0) / max(row.figures.get("size_bytes", 1), 1)
+    return (f"{row.kind} is not faster than its input at batch 1 ({after:.3f} vs {before:.3f} "
+            f"ms on 1 thread): this model's layers are too small for the saving to outweigh "
+            f"the quantisation steps; it is {smaller:.1f}× smaller on disk")
 
 
 def _options(stage: dict) -> dict:

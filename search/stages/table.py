@@ -25,7 +25,9 @@ def stage_table(rows: list[Row]) -> str:
     lines = [list(COLUMNS)]
     for r in rows:
         f = r.figures
-        lines.append([str(r.index), r.stage + (" (earlier)" if r.reused and r.index else ""), r.kind,
+        eager = "" if f.get("timed_torchscript", 1.0) else " (eager)"  # could not be traced
+        lines.append([str(r.index), r.stage + (" (earlier)" if r.reused and r.index else ""),
+                      r.kind + eager,
                       f"{f.get('test_accuracy', float('nan')):.4f}",
                       f"{int(f.get('params', 0)):,}", _size(f.get("size_bytes", 0)),
                       f"{f.get('latency_ms_b1', float('nan')):.3f}",
@@ -41,7 +43,8 @@ def stage_table(rows: list[Row]) -> str:
 
 def summary_text(out: Outcome) -> str:
     lines = [f"stages of {out.run_id} (CPU latency: median of {REPEATS} calls on {THREADS} "
-             "thread; size: its saved state_dict):", stage_table(out.rows)]
+             "thread, each model traced by TorchScript and frozen, as int8 ships; size: its saved "
+             "state_dict):", stage_table(out.rows)]
     if out.final_model is not None:
         kind = out.rows[-1].kind if out.rows else "?"
         lines.append(f"final model: {out.final_model} ({kind}); {out.registry_note}")

@@ -42,7 +42,6 @@ FORMATS = ("pt2", "pickle", "torchscript")
 
 def load_trainer_checkpoint(path: str):
     """(model in eval mode, input example batch, metadata) from a trainer checkpoint."""
-    import torch
     from trainers.checkpoints import load_checkpoint
     from trainers.datasets import load_data
     from trainers.models import build_model
@@ -55,6 +54,16 @@ def load_trainer_checkpoint(path: str):
     best = state.get("best") or {}
     model.load_state_dict(best.get("model") or state["model"])
     model.eval()
+    example, meta = input_example(data)
+    return model, example, {**meta, "epoch": state.get("epoch"),
+                            "selected_epoch": best.get("epoch")}
+
+
+def input_example(data) -> tuple[Any, dict]:
+    """Two test images (float, CPU) and what a user needs to feed the model: the normalisation
+    the trainer applied, the image size, the classes."""
+    import torch
+
     test = data.test
     if hasattr(test, "x"):
         example = test.x[:2].detach().cpu()
@@ -62,9 +71,8 @@ def load_trainer_checkpoint(path: str):
         example = torch.stack([test[i][0] for i in range(min(2, len(test)))])
     meta = {"input_mean": list(data.mean), "input_std": list(data.std),
             "image_size": list(data.image_size), "num_classes": data.num_classes,
-            "dataset": data.name, "epoch": state.get("epoch"),
-            "selected_epoch": best.get("epoch")}
-    return model, example.float(), meta
+            "dataset": data.name}
+    return example.float(), meta
 
 
 def import_loader(path: str) -> Callable[[str], tuple[Any, Any, dict]]:
@@ -116,15 +124,19 @@ def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
 def _quiet_torch_io():
     """No warnings about pickle, TorchScript or export deprecations while a model is logged and
     reloaded (the format that worked is recorded on the model version)."""
-    logger = logging.getLogger("mlflow.pytorch")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # mlflow.models warns when its reload of a format fails ("Failed to validate serving input
+    # example"): that format's failure is in this module's own list, and the next one is tried
+    loggers = [logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.models")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def apply_model_op(book: Book, op: dict) -> str:

@@ -279,3 +279,16 @@ def test_no_stages_no_finished_trial_no_checkpoint_exit_2(ray_cluster, tmp_path,
 
     code, _, err = cli("stages", "stagemiss", "--output", out, "--run", "run-1")
     assert code == 2 and "--run run-1: no such run" in err
+
+
+def test_a_quantize_stage_that_is_not_faster_says_so():
+    from search.stages.pipeline import Row, slower_note
+
+    fp32 = Row(2, "distill", "float32", {"latency_ms_b1": 0.25, "size_bytes": 110_000}, 9.0)
+    slow = Row(3, "quantize", "int8_static", {"latency_ms_b1": 0.29, "size_bytes": 36_000}, 0.4)
+    fast = Row(3, "quantize", "int8_static", {"latency_ms_b1": 0.12, "size_bytes": 36_000}, 0.4)
+    note = slower_note(fp32, slow)
+    assert "not faster than its input at batch 1 (0.290 vs 0.250 ms" in note
+    assert "3.1× smaller" in note
+    assert slower_note(fp32, fast) == ""
+    assert slower_note(fp32, Row(3, "finetune", "float32", {"latency_ms_b1": 0.3}, 1.0)) == ""

@@ -341,3 +341,19 @@ def test_int_params_accept_integral_floats_from_json():
     assert space.config_from_params({"model.width": 16.0})["model"]["width"] == 16
     with pytest.raises(SpaceError, match="outside its domain"):
         space.config_from_params({"model.width": 16.5})
+
+
+def test_the_master_seed_seeds_weights_batches_and_split():
+    assert load("seed: 0\n").fixed["train"]["seed"] == 0
+    space = load("seed: 7\nspace:\n  optimizer:\n    lr: {low: 1.0e-3, high: 1.0e-1}\n")
+    assert space.sampler["seed"] == 7
+    config = space.sample(1)[0][1]
+    assert config["train"]["seed"] == 7 and config["data"]["split_seed"] == 7
+    assert space.fixed["train"]["seed"] == 7 and space.fixed["data"]["split_seed"] == 7
+    assert load(space.to_yaml()) == space  # round trip
+    # written values win, a written 0 included; a searched seed stays searched
+    own = load("seed: 7\ntrain: {seed: 0}\ndata: {split_seed: 3}\n").fixed
+    assert own["train"]["seed"] == 0 and own["data"]["split_seed"] == 3
+    searched = load("seed: 7\nspace:\n  train:\n    seed: {choices: [1, 2]}\n")
+    assert {c["train"]["seed"] for _, c in searched.sample(6)} <= {1, 2}
+    assert searched.fixed["data"]["split_seed"] == 7

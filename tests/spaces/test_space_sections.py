@@ -141,6 +141,10 @@ def test_stages():
     assert distill["student"]["depth"] == 2  # the catalog default of an mlp
     default = load("stages: [{stage: distill}]").stages[0]["student"]
     assert (default["name"], default["width"], default["hidden"]) == ("cnn", 8, 32)
+    assert default["dropout"] == 0.0
+    mixed = load("stages: [{stage: distill, augment: {mixup: 0.4, shift: 2}}]").stages[0]
+    assert mixed["augment"] == {"mixup": 0.4, "shift": 2}
+    assert load("stages: [{stage: distill}]").stages[0]["augment"] is None
     quantize = load("stages: [{stage: quantize, mode: float16}]").stages[0]
     assert quantize == {"stage": "quantize", "mode": "float16", "enabled": True}
     for text, needle in [
@@ -160,5 +164,10 @@ def test_stages():
          "backend: does not apply to quantize mode float16"),
         ("stages: [{stage: quantize, calibration_batches: 0}]", "must be in [1, inf]"),
         ("stages: [{stage: finetune, enabled: maybe}]", "must be true or false"),
+        ("stages: [{stage: distill, augment: {mixpu: 0.4}}]",
+         "stages[0].augment.mixpu: unknown augment option, got 'mixpu' (did you mean 'mixup'?)"),
+        ("stages: [{stage: distill, augment: {mixup: -1}}]", "augment.mixup: must be in"),
+        ("stages: [{stage: distill, augment: 0.4}]", "stages[0].augment: must be a mapping"),
+        ("stages: [{stage: finetune, augment: {mixup: 0.4}}]", "unknown finetune option"),
     ]:
         assert needle in str(error_of(text)), text

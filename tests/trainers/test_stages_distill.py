@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import tiny_stages as ts
+from tiny_stages import data_fixture  # noqa: F401 (fixtures)
 from trainers.losses import ClassificationTask
 from trainers.stages import DISTANCES, DistillationTask, from_checkpoint, run_stage
 
@@ -86,11 +87,6 @@ def test_no_gradient_reaches_the_teacher():
 
 
 @pytest.fixture(scope="module")
-def data():
-    return ts.data()
-
-
-@pytest.fixture(scope="module")
 def teacher(tmp_path_factory, data):
     return from_checkpoint(ts.train(tmp_path_factory.mktemp("fit")), data=data)
 
@@ -152,3 +148,30 @@ def test_mixup_batches_reach_both_parts_of_the_loss(teacher, data):
                     report=seen.append)
     assert out.config["augment"]["mixup"] == 0.4 and len(seen) == 1
     assert seen[0]["train_loss"] > 0
+
+
+def test_lr_scales_start_from_the_searched_lr_whatever_came_between(teacher, data):
+    """finetune (lr × 0.1) → quantize → distill (lr_scale 2): the student trains at the
+    searched lr × 2, not × 0.2; a second finetune also starts from the searched lr."""
+    lr = teacher.config["optimizer"]["lr"]
+    tuned = run_stage(ts.stage("finetune", epochs=1, lr_scale=0.1), teacher, data=data)
+    assert tuned.config["optimizer"]["lr"] == pytest.approx(lr * 0.1)
+    assert tuned.base_lr == pytest.approx(lr)
+    again = run_stage(ts.stage("finetune", epochs=1, lr_scale=0.5), tuned, data=data)
+    assert again.config["optimizer"]["lr"] == pytest.approx(lr * 0.5)
+    int8 = run_stage(ts.stage("quantize", mode="int8_static", calibration_batches=2), again,
+                     data=data)
+    assert int8.base_lr == pytest.approx(lr)
+    student = run_stage(ts.stage("distill", student=STUDENT, epochs=1, lr_scale=2.0), int8,
+                        data=data)
+    assert student.config["optimizer"]["lr"] == pytest.approx(lr * 2.0)
+    assert student.base_lr == pytest.approx(lr * 2.0)  # a student's own lr is its base
+
+
+def test_the_student_can_train_on_other_augmentation_and_scratch_gets_the_same(teacher, data):
+    from trainers.stages.distillation import distill_config
+    stage = ts.stage("distill", student=STUDENT, epochs=1, augment={"mixup": 0.4})
+    assert teacher.config["augment"]["mixup"] == 0.0
+    assert distill_config(teacher.config, stage)["augment"]["mixup"] == 0.4
+    out = run_stage(stage, teacher, data=data)
+    assert out.config["augment"]["mixup"] == 0.4 and teacher.config["augment"]["mixup"] == 0.0

@@ -7,20 +7,11 @@ import torch
 import torch.nn.functional as F
 
 import tiny_stages as ts
+from tiny_stages import data_fixture, trained_fixture  # noqa: F401 (fixtures)
 from trainers.errors import TrainerError
-from trainers.stages import KNNClassifier, from_checkpoint, run_stage
+from trainers.stages import KNNClassifier, run_stage
 from trainers.stages.anatomy import ANATOMY, frozen_groups
 from trainers.models import MODELS, build_model
-
-
-@pytest.fixture(scope="module")
-def data():
-    return ts.data()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data):
-    return from_checkpoint(ts.train(tmp_path_factory.mktemp("fit")), data=data)
 
 
 def _state(model) -> dict:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tiny_stages as ts
+from tiny_stages import data_fixture  # noqa: F401 (fixtures)
 from trainers.checkpoints import load_checkpoint, save_checkpoint
 from trainers.errors import TrainerError
 from trainers.models import build_model
@@ -17,11 +18,6 @@ from trainers.stages import (STAGES, StageModel, from_checkpoint, load_stage_mod
 @pytest.fixture(scope="module")
 def best(tmp_path_factory):
     return ts.train(tmp_path_factory.mktemp("fit"))
-
-
-@pytest.fixture(scope="module")
-def data():
-    return ts.data()
 
 
 def test_from_checkpoint_gives_the_best_weights_and_config(best, data):

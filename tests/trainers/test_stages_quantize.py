@@ -9,25 +9,16 @@ import pytest
 import torch
 
 import tiny_stages as ts
+from tiny_stages import data_fixture, trained_fixture  # noqa: F401 (fixtures)
 from trainers.errors import TrainerError
 from trainers.loop import resolve_config
 from trainers.models import MODELS
-from trainers.stages import from_checkpoint, run_stage
+from trainers.stages import run_stage
 from trainers.stages.measurement import state_size
 from trainers.stages.model import build_float
 from trainers.stages.quantization import to_int8_static
 
 DIMS = {"in_channels": 1, "num_classes": 3, "image_size": (8, 8)}
-
-
-@pytest.fixture(scope="module")
-def data():
-    return ts.data()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data):
-    return from_checkpoint(ts.train(tmp_path_factory.mktemp("fit")), data=data)
 
 
 def _close(float_model, q_model, data, tolerance: float) -> None:

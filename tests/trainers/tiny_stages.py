@@ -2,12 +2,14 @@
 (a real best.pt), and stage settings validated by the space language, as a search passes them."""
 from __future__ import annotations
 
+import pytest
 import torch
 import yaml
 
 from spaces import load_space
 from tiny_training import tiny_config, tiny_data
 from trainers import fit
+from trainers.stages import from_checkpoint
 
 torch.set_num_threads(1)
 
@@ -35,3 +37,15 @@ def stage(name: str, **options) -> dict:
 def outputs(model, split, n: int = 64) -> torch.Tensor:
     with torch.no_grad():
         return model(split.x[:n])
+
+
+# Module-scoped fixtures the stage tests import (`from tiny_stages import data_fixture, ...`):
+# the tiny data, and the stage model of a CNN trained on it.
+@pytest.fixture(scope="module", name="data")
+def data_fixture():
+    return data()
+
+
+@pytest.fixture(scope="module", name="trained")
+def trained_fixture(tmp_path_factory, data):
+    return from_checkpoint(train(tmp_path_factory.mktemp("fit")), data=data)

@@ -87,12 +87,16 @@ class DistillationTask(Task):
         return {"loss": loss, "output": out["output"]}
 
 
-def distill_config(config: dict, stage: dict) -> dict:
+def distill_config(config: dict, stage: dict, base_lr: float | None = None) -> dict:
+    """The teacher's config with the student's model, the stage's augment settings, epochs and
+    seed, and lr = base lr (default: the config's) × lr_scale."""
     cfg = copy.deepcopy(config)
     cfg["model"] = dict(stage["student"])
+    cfg["augment"].update(stage.get("augment") or {})
     cfg["data"]["kfold"] = 0
     cfg["train"]["epochs"] = stage["epochs"]
-    cfg["optimizer"]["lr"] = cfg["optimizer"]["lr"] * stage["lr_scale"]
+    lr = cfg["optimizer"]["lr"] if base_lr is None else base_lr
+    cfg["optimizer"]["lr"] = lr * stage["lr_scale"]
     if stage.get("seed") is not None:
         cfg["train"]["seed"] = stage["seed"]
     try:
@@ -103,7 +107,7 @@ def distill_config(config: dict, stage: dict) -> dict:
 
 def distill(stage: dict, previous: StageModel, *, data=None, cpus: int | None = None,
             report=None) -> StageModel:
-    cfg = distill_config(previous.config, stage)
+    cfg = distill_config(previous.config, stage, previous.base_lr)
     if data is None:
         data = load_stage_data(cfg)
     dims = dims_of(cfg, data)

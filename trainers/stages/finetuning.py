@@ -1,6 +1,7 @@
 """The finetune stage: train on from the previous model, with a smaller lr.
 
-- The previous config, with `epochs` epochs, lr = its lr × `lr_scale`, and the stage's `data`
+- The previous config, with `epochs` epochs, lr = its base lr × `lr_scale` (`StageModel.base_lr`:
+  the last full training's, not an earlier finetune's scaled one), and the stage's `data`
   settings over its own (another split, another dataset: a new class count gets a fresh head).
   The configured scheduler runs over the new epoch count, exactly as in a training run of that
   length (one-cycle: a short ramp to lr × lr_scale and the anneal down; no warm restart at the
@@ -78,9 +79,12 @@ def rebuild_knn(model: nn.Module, step: dict, dims: dict) -> nn.Module:
                          dims["num_classes"])
 
 
-def finetune_config(config: dict, stage: dict) -> dict:
-    """The previous config with the stage's epochs, scaled lr and data settings."""
+def finetune_config(config: dict, stage: dict, base_lr: float | None = None) -> dict:
+    """The previous config with the stage's epochs, lr = base lr (default: the config's) ×
+    lr_scale, and data settings."""
     cfg = copy.deepcopy(config)
+    if base_lr is not None:
+        cfg["optimizer"]["lr"] = base_lr
     over = stage.get("data") or {}
     if over:
         base = cfg["data"]
@@ -123,12 +127,13 @@ def finetune(stage: dict, previous: StageModel, *, data=None, cpus: int | None =
         raise TrainerError(f"finetune: the previous stage's model is {_describe(previous)}, "
                            "which cannot be trained; put finetune before quantize or a kNN "
                            "finetune")
-    cfg = finetune_config(previous.config, stage)
+    cfg = finetune_config(previous.config, stage, previous.base_lr)
     if stage.get("data") or data is None:
         data = load_stage_data(cfg)
     dims = dims_of(cfg, data)
     model = copy.deepcopy(previous.model)
-    meta = {"dims": dims, "steps": [], "notes": list(previous.meta.get("notes", []))}
+    meta = {"dims": dims, "steps": [], "notes": list(previous.meta.get("notes", [])),
+            "base_lr": previous.base_lr}
     if dims["num_classes"] != previous.dims["num_classes"]:
         new_head(model, anatomy(cfg, "finetune data").head, dims["num_classes"])
         meta["notes"].append(f"finetune: new head for {dims['num_classes']} classes")

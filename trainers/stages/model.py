@@ -30,7 +30,8 @@ class StageModel:
     """A model between stages: eval mode, on the CPU, float inputs in, float logits out (for
     every kind). `config` is the resolved trainer config that built it (model = architecture,
     data = its data, optimizer.lr = the lr it was trained with); `meta` holds plain values:
-    `dims`, `steps` (how to rebuild it), `notes`, and what the stage measured while training."""
+    `dims`, `steps` (how to rebuild it), `notes`, `base_lr`, and what the stage measured while
+    training."""
 
     config: dict
     model: nn.Module
@@ -40,6 +41,13 @@ class StageModel:
     @property
     def dims(self) -> dict:
         return self.meta["dims"]
+
+    @property
+    def base_lr(self) -> float:
+        """The lr the stages' `lr_scale` multiplies: that of the last full training (the search's
+        trial, or a distilled student's own), not a finetune's scaled one, so a distill after a
+        finetune does not train its student at lr × 0.1 × lr_scale."""
+        return float(self.meta.get("base_lr", self.config["optimizer"]["lr"]))
 
 
 def dims_of(config: dict, data=None) -> dict:

@@ -283,7 +283,7 @@ def quantize(stage: dict, previous: StageModel, *, data=None, cpus: int | None =
     q, step = MODES[mode](copy.deepcopy(previous.model).cpu().eval(), stage, cfg, data)
     step = {"op": mode, **step}
     meta = {"dims": previous.dims, "steps": list(previous.meta.get("steps", [])) + [step],
-            "notes": list(previous.meta.get("notes", []))}
+            "notes": list(previous.meta.get("notes", [])), "base_lr": previous.base_lr}
     if "api" in step:
         meta["notes"].append(NOTE.format(api=step["api"]))
         meta["backend"] = step["backend"]
