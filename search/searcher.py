@@ -170,8 +170,7 @@ class StudySearcher(Searcher):
 
         last = ""
         for _ in range(attempts):
-            trial = self.study.ask()
-            trial.set_user_attr("run_id", self.run_id)
+            trial = studies.ask(self.study, self.run_id)
             try:
                 self.space.define_by_run(trial)
                 return trial
@@ -187,10 +186,18 @@ class StudySearcher(Searcher):
         Tune trial instead of leaving it RUNNING or wasting its number."""
         from optuna.trial import TrialState
 
+        from search.errors import UserError
+
         for t in studies.of_run(self.study.get_trials(deepcopy=False), self.run_id):
             if t.state == TrialState.RUNNING and t.user_attrs.get("tune_trial_id") == "":
+                trial = self._trial(t.number)
+                try:  # a driver killed while sampling left it with only some of its params
+                    self.space.define_by_run(trial)
+                except UserError as err:
+                    studies.fail(self.study, t.number, f"invalid config: {err}")
+                    continue
                 self._steps[t.number] = set(t.intermediate_values)
-                return self._trial(t.number)
+                return trial
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -193,6 +193,28 @@ def ranked(study, limit: int | None = None) -> list:
     return done[:limit] if limit else done
 
 
+def ask(study, run_id: str):
+    """`study.ask()` for run `run_id`. A new trial is created with its `run_id` in the same
+    transaction: asked then labelled, a driver killed in between (sampling lies between the two)
+    left a RUNNING trial that no run owned and no resume settled. An enqueued trial (a warm
+    start's) is popped by Optuna itself and labelled after; only those keep that small window."""
+    import datetime
+
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()
+        trial.set_user_attr("run_id", run_id)
+        return trial
+    template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None,
+                           datetime_start=datetime.datetime.now(), datetime_complete=None,
+                           params={}, distributions={}, user_attrs={"run_id": run_id},
+                           system_attrs={}, intermediate_values={}, trial_id=-1)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.trial.Trial(study, trial_id)
+
+
 def live(study, number: int):
     """The writable Trial of a RUNNING trial, from its number alone (after a restart the
     Trial objects `ask` returned are gone; the storage id is the only way back to one)."""

@@ -135,6 +135,17 @@ def test_orphan_is_adopted_by_the_next_suggestion(make):
     assert len(s.study.trials) == 1 and s.suggest("next") and len(s.study.trials) == 2
 
 
+def test_an_orphan_killed_while_sampling_gets_its_params_drawn_when_adopted(make):
+    s = make(max_trials=2)
+    studies.ask(s.study, "run-1")  # the driver died here, before define-by-run and Tune's id
+    trial = studies.live(s.study, 0)
+    trial.set_user_attr("tune_trial_id", "")  # what `search resume` does with it
+    s._study = None
+    config = s.suggest("new")
+    assert "optimizer.lr" in config["params"]
+    assert config["params"] == s.study.trials[0].params and len(s.study.trials) == 1
+
+
 def test_grid_finishes_when_exhausted(make):
     space = ToySpace(sampler_name="grid", conditional=False)
     s = make(space=space, max_trials=100)

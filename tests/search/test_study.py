@@ -74,3 +74,35 @@ def test_a_study_keeps_its_metric(tmp_path):
     studies.name_metrics(study, ["val_accuracy"])  # the same again is fine
     with pytest.raises(UserError, match=r"optimise \['val_accuracy'\].*--new"):
         studies.name_metrics(study, ["train_loss"])
+
+
+class _DiesWhileSampling(optuna.samplers.RandomSampler):
+    """Stands for a driver killed while the sampler works on a new trial."""
+
+    def before_trial(self, study, trial):
+        raise KeyboardInterrupt
+
+
+def test_a_trial_belongs_to_its_run_from_the_moment_it_exists(tmp_path):
+    storage = studies.open_storage(studies.storage_url(None, tmp_path))
+    studies.open_study(storage, "s", ["maximize"])
+    study = optuna.load_study(study_name="s", storage=storage, sampler=_DiesWhileSampling())
+    with pytest.raises(KeyboardInterrupt):
+        studies.ask(study, "run-1")
+    (orphan,) = study.get_trials()
+    assert orphan.state == TrialState.RUNNING and orphan.user_attrs == {"run_id": "run-1"}
+    assert studies.of_run(study.get_trials(), "run-1") == [orphan]  # a resume will settle it
+
+    sampled = optuna.load_study(study_name="s", storage=storage)
+    trial = studies.ask(sampled, "run-2")
+    assert trial.suggest_float("x", 0, 1) == sampled.trials[-1].params["x"]
+    assert sampled.trials[-1].user_attrs == {"run_id": "run-2"} and trial.number == 1
+
+
+def test_an_enqueued_trial_is_popped_and_labelled(tmp_path):
+    storage = studies.open_storage(studies.storage_url(None, tmp_path))
+    study = studies.open_study(storage, "s", ["maximize"])
+    study.enqueue_trial({"x": 0.25}, user_attrs={"warm": "old#3"})
+    trial = studies.ask(study, "run-1")
+    assert trial.suggest_float("x", 0, 1) == 0.25 and len(study.trials) == 1
+    assert study.trials[0].user_attrs == {"warm": "old#3", "run_id": "run-1"}
