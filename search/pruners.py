@@ -7,6 +7,7 @@ searcher, so its population is sampled up front and its mutations come from the 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,6 +24,8 @@ class PrunerInfo:
     doc: str
     uses_searcher: bool = True   # False: Tune refuses a search algorithm beside it (PBT)
     watches_metric: bool = True  # False: needs no per-epoch objective (FIFO)
+    # (section, max_t) -> trials the scheduler needs started at once, running or paused
+    holds: Callable[[dict, int], int] | None = None
 
 
 def _int(section: dict, key: str, default: int) -> int:
@@ -46,6 +49,17 @@ def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
     return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
                               reduction_factor=float(field_of(section, "reduction_factor", 3)
                                                      or 3))
+
+
+def _hyperband_holds(section: dict, max_t: int) -> int:
+    """Trials in HyperBand's first (largest) bracket: Tune's own n0 for s = s_max. A bracket is
+    halved only when all its trials reached the milestone, the early ones paused meanwhile; if
+    Tune may start no more trials than run at once, the bracket never fills and nothing is
+    pruned (with 2 slots: brackets of 2)."""
+    eta = float(field_of(section, "reduction_factor", 3) or 3)
+    s_max_1 = int(round(math.log(max(1, max_t)) / math.log(eta))) + 1
+    s = s_max_1 - 1
+    return int(math.ceil(s_max_1 / (s + 1) * eta ** s))
 
 
 def _median(section: dict, obj: Objective, max_t: int, space: Any):
@@ -123,7 +137,8 @@ def mutations_of(space: Any) -> dict[str, Any]:
 PRUNERS: dict[str, PrunerInfo] = {p.name: p for p in (
     PrunerInfo("asha", _asha, "asynchronous successive halving: stop the worst trials at "
                "grace_period * reduction_factor^k epochs"),
-    PrunerInfo("hyperband", _hyperband, "synchronous HyperBand brackets (pauses trials)"),
+    PrunerInfo("hyperband", _hyperband, "synchronous HyperBand brackets (pauses trials)",
+               holds=_hyperband_holds),
     PrunerInfo("median", _median, "stop a trial below the median of the others at the same "
                "epoch, after grace_period epochs"),
     PrunerInfo("none", _none, "run every trial to its last epoch", watches_metric=False),
@@ -140,6 +155,30 @@ def pruner_info(space: Any) -> PrunerInfo:
         raise UserError(f"pruner.name: unknown pruner {name!r}; expected one of "
                         f"{', '.join(PRUNERS)}")
     return info
+
+
+def started_at_once(space: Any, max_t: int, slots: int, capped: bool) -> int:
+    """Tune's max_concurrent_trials: the trials that run at once, or more for a scheduler that
+    pauses trials and needs many started (the extra ones wait for a CPU, which a paused trial
+    gives back). Not above the user's own `resources.max_concurrent` (`capped`): Tune's one
+    limit also caps the running trials."""
+    info = pruner_info(space)
+    if info.holds is None or capped:
+        return slots
+    return max(slots, info.holds(field_of(space, "pruner", {}) or {}, max(1, int(max_t))))
+
+
+def holding_note(space: Any, max_t: int, started: int) -> str | None:
+    """A line for the user when the scheduler needs more trials started than it may have."""
+    info = pruner_info(space)
+    if info.holds is None:
+        return None
+    need = info.holds(field_of(space, "pruner", {}) or {}, max(1, int(max_t)))
+    if started >= need:
+        return None
+    return (f"note: pruner {info.name} halves a bracket of up to {need} trials once all of them "
+            f"reached its milestone, but resources.max_concurrent lets {started} start at once: "
+            "it will prune little; use asha, or a larger max_concurrent")
 
 
 def build_scheduler(space: Any, objective: Objective, max_t: int):

@@ -22,7 +22,7 @@ from search.errors import UserError
 from search.plan import (budget_of, concurrency, field_of, max_epochs, objectives_of,
                          resources_of)
 from search.progress import Progress, TargetStopper
-from search.pruners import build_scheduler, pruner_info
+from search.pruners import build_scheduler, holding_note, pruner_info, started_at_once
 from search.runs import find_run, new_run_id, output_dir, read_run_file, write_run_file
 from search.samplers import build_sampler
 from search.searcher import StudySearcher, conclude, error_reason, trial_dirname
@@ -106,6 +106,11 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
 
     with ray_session(options.address, options.cpus) as cluster:
         slots = concurrency(plan.resources, cluster)
+        started = started_at_once(space, max_epochs(space, plan.budget), slots,
+                                  capped=plan.resources.max_concurrent is not None)
+        note = holding_note(space, max_epochs(space, plan.budget), started)
+        if note:
+            print(note, file=stream or sys.stdout)
         searcher, label, param_space, samples, callbacks = _how_to_search(
             space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
             run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))
@@ -127,7 +132,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
             make_trainable(space, plan), param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=scheduler, num_samples=samples,
-                max_concurrent_trials=slots, time_budget_s=plan.budget.time_limit,
+                max_concurrent_trials=started, time_budget_s=plan.budget.time_limit,
                 reuse_actors=True, trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=run_id, storage_path=str(output), verbose=0, stop=stopper,

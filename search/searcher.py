@@ -109,6 +109,7 @@ class StudySearcher(Searcher):
         self._numbers: dict[str, int] = {}    # Tune trial id -> Optuna trial number
         self._steps: dict[int, set] = {}      # steps already reported per trial number
         self._live: dict[int, Any] = {}       # Optuna Trial objects of running trials
+        self._last: dict[str, dict] = {}      # Tune trial id -> its latest result
 
     # -- the study, opened lazily (also after unpickling) ---------------------------------------
     @property
@@ -201,6 +202,7 @@ class StudySearcher(Searcher):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._last[trial_id] = result
         if len(self.objectives) > 1:  # Optuna keeps no intermediate values for several
             return
         number = self.number_of(trial_id)
@@ -220,6 +222,9 @@ class StudySearcher(Searcher):
             return
         if result:  # Tune skips on_trial_result for the result on which a scheduler stops
             self.on_trial_result(trial_id, result)
+        else:  # a PAUSED trial stopped (HyperBand) comes without one: it ended on its latest
+            result = self._last.get(trial_id)
+        self._last.pop(trial_id, None)
         reason = error_reason(self.experiment_dir, trial_id) if error else None
         conclude(self.study, number, self.objectives, result, reason)
         self._live.pop(number, None)
@@ -242,5 +247,8 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_study=None, _numbers={}, _steps={}, _live={})
+        state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={})
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_last": {}, **state})  # pickled before `_last` existed

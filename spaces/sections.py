@@ -93,7 +93,8 @@ PRUNER = Section("pruner", {
     "quantile_fraction": O("float", 0.25, "PBT: fraction of trials replaced/copied",
                            interval(0.0, 0.5, low_open=True)),
 }, selector="name", applies={
-    "grace_period": ("asha", "hyperband", "median"),
+    # HyperBand has none: its brackets' first milestones follow from max_t and the factor
+    "grace_period": ("asha", "median"),
     "reduction_factor": ("asha", "hyperband"), "brackets": ("asha",),
     "perturbation_interval": ("pbt",), "quantile_fraction": ("pbt",),
 })

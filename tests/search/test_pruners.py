@@ -5,7 +5,8 @@ from ray.tune import schedulers
 
 from search.errors import UserError
 from search.plan import Objective
-from search.pruners import PRUNERS, build_scheduler, mutations_of, pruner_info
+from search.pruners import (PRUNERS, build_scheduler, holding_note, mutations_of, pruner_info,
+                            started_at_once)
 from search.testing import ToySpace
 
 ACC = Objective("val_accuracy", "maximize")
@@ -36,6 +37,28 @@ def test_asha_takes_its_settings_from_the_space():
     sched = build_scheduler(space, ACC, max_t=9)
     assert sched._max_t == 9 and sched._reduction_factor == 3.0 and len(sched._brackets) == 2
     assert [m for m, _ in sched._brackets[0]._rungs] == [6, 2]  # grace 2, x3 below max_t 9
+
+
+@pytest.mark.parametrize("max_t,rf", [(4, 2), (9, 3), (12, 3), (27, 3), (30, 4), (1, 3)])
+def test_hyperband_starts_as_many_trials_as_its_first_bracket_holds(max_t, rf):
+    space = ToySpace(pruner_name="hyperband", pruner={"reduction_factor": rf})
+    sched = build_scheduler(space, ACC, max_t=max_t)
+    first = sched._get_n0(sched._s_max_1 - 1)  # Tune's own size of the first bracket
+    assert started_at_once(space, max_t, 2, capped=False) == max(2, first)
+    assert started_at_once(space, max_t, 64, capped=False) == max(64, first)
+    # the user's max_concurrent is also Tune's cap on running trials: kept, and said
+    assert started_at_once(space, max_t, 2, capped=True) == 2
+    note = holding_note(space, max_t, 2)
+    assert (note is None) == (first <= 2)
+    if note:
+        assert f"up to {first} trials" in note and "use asha" in note
+
+
+def test_other_pruners_start_as_many_trials_as_run():
+    for name in ("asha", "median", "none"):
+        space = ToySpace(pruner_name=name)
+        assert started_at_once(space, 9, 2, capped=False) == 2
+        assert holding_note(space, 9, 2) is None
 
 
 def test_median_grace_period_counts_epochs():

@@ -22,9 +22,13 @@ def trials_of(outcome):
     return study, studies.of_run(study.trials, outcome.run_id)
 
 
-def test_asha_stopped_trials_are_pruned_with_their_curves(ray_cluster, options):
-    space = ToySpace(name="asha", trials=8, epochs=4, pruner_name="asha",
-                     pruner={"grace_period": 1, "reduction_factor": 2},
+@pytest.mark.parametrize("pruner,settings", [
+    ("asha", {"grace_period": 1, "reduction_factor": 2}),
+    # HyperBand pauses trials at its milestones and stops paused ones without a result
+    ("hyperband", {"reduction_factor": 2}),
+])
+def test_stopped_trials_are_pruned_with_their_curves(ray_cluster, options, pruner, settings):
+    space = ToySpace(name=pruner, trials=8, epochs=4, pruner_name=pruner, pruner=settings,
                      toy={"epoch_seconds": 0.1})
     out = io.StringIO()
     outcome = run_search(space, options(), stream=out)

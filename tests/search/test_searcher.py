@@ -146,6 +146,24 @@ def test_an_orphan_killed_while_sampling_gets_its_params_drawn_when_adopted(make
     assert config["params"] == s.study.trials[0].params and len(s.study.trials) == 1
 
 
+def test_a_paused_trial_stopped_without_a_result_ends_on_its_latest(make):
+    # HyperBand pauses trials at its milestones (the last epoch included) and later stops the
+    # paused ones, which Tune reports with no result at all.
+    s = make()
+    s.suggest("done"), s.suggest("halved")
+    for e in (1, 2):
+        s.on_trial_result("done", epoch(e, 0.5 + e / 10))
+    s.on_trial_result("done", finished(0.75))
+    s.on_trial_result("halved", epoch(1, 0.3))
+    s.on_trial_complete("done")
+    s.on_trial_complete("halved")
+    done, halved = s.study.trials
+    assert done.state == TrialState.COMPLETE and done.value == 0.75
+    assert done.user_attrs["selected_epoch"] == 2
+    assert halved.state == TrialState.PRUNED and halved.user_attrs["stopped_at_epoch"] == 1
+    assert pickle.loads(pickle.dumps(s))._last == {} and s._last == {}
+
+
 def test_grid_finishes_when_exhausted(make):
     space = ToySpace(sampler_name="grid", conditional=False)
     s = make(space=space, max_trials=100)

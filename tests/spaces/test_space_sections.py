@@ -101,7 +101,9 @@ def test_pruners():
     assert load("pruner: {name: median, grace_period: 3}").pruner == {
         "name": "median", "grace_period": 3}
     assert load("pruner: {name: hyperband}").pruner == {
-        "name": "hyperband", "grace_period": 1, "reduction_factor": 3}
+        "name": "hyperband", "reduction_factor": 3}
+    assert "grace_period: does not apply to pruner name hyperband" in str(
+        error_of("pruner: {name: hyperband, grace_period: 2}"))
     assert "quantile_fraction: must be in (0, 0.5]" in str(
         error_of("pruner: {name: pbt, quantile_fraction: 0.6}"))
     assert "brackets: does not apply to pruner name median" in str(
