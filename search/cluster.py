@@ -21,6 +21,9 @@ QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",             # with verbose=0: no Tune tables at all
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",    # one line per failure from our callback instead
     "RAY_DEDUP_LOGS": "0",
+    # Tune's TensorBoard logger imports torch on the driver: 3 s before the first trial. The
+    # runner adds Tune's CSV and JSON loggers itself (progress.csv, result.json per trial).
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 OBJECT_STORE_BYTES = 512 * 1024 ** 2  # results and checkpoints do not pass through it
 

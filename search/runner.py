@@ -65,7 +65,8 @@ class Outcome:
 def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
     objectives = objectives_of(space)
     plan = TrialPlan(objectives, budget_of(space), resources_of(space), fit, str(exp_dir))
-    resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
+    if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
+        resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
     scheduler = build_scheduler(space, objectives[0], max_epochs(space, plan.budget))
     return plan, scheduler
 
@@ -75,6 +76,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     """Run the space's search: a new Tune experiment over the (new or continued) study."""
     import optuna
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run prints its own lines
 
@@ -123,6 +125,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
         write_run_file(exp_dir, run_info)
         record_run(study, {k: run_info[k] for k in ("run_id", "mlflow_run_id", "host",
                                                      "started")} | {"output": str(output)})
+        callbacks += [CSVLoggerCallback(), JsonLoggerCallback()]
         if info.uses_searcher:  # after tracking, which may still read a finished trial's files
             callbacks.append(DiskBudget())
         callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],

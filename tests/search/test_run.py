@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import optuna
 import pytest
@@ -148,6 +150,7 @@ def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_
     assert all(t.user_attrs.get("mlflow_run_id") for t in trials)
 
 
+QUICKSTART = Path(__file__).parents[2] / "spaces" / "quickstart.yaml"
 CIFAR_SPACE = """
 name: cifar_here
 data: {dataset: cifar10, root: ROOT}
@@ -184,6 +187,44 @@ def test_missing_data_is_said_before_ray_starts(tmp_path, capsys):
     assert all(name in err[0] for name in CIFAR10_FILES)
     assert elapsed < 10.0 and ray.is_initialized() == ray_before
     assert not list((tmp_path / "out").glob("run-*"))  # no Tune folder
+
+
+def test_the_file_check_runs_for_every_dataset_that_reads_files():
+    from search.preflight import has_files
+    from trainers.datasets import DATASETS
+    from trainers.sources import check_nothing
+
+    for name, info in DATASETS.items():
+        assert has_files({"dataset": name}) == (info.check is not check_nothing), name
+    assert has_files({"dataset": "no_such_set"})  # the real check names the mistake
+
+
+def test_the_driver_plans_a_bundled_data_search_without_torch(tmp_path):
+    """torch takes 3 s to import: a driver that needs none starts its first trial 3 s sooner
+    (benchmark 1). The trials import it; the driver's checks and Tune's loggers must not."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from pathlib import Path
+from search import preflight, runner
+from search.cluster import quiet_environment
+from spaces import load_space
+space = load_space(Path({str(QUICKSTART)!r}).read_text(), filename="quickstart.yaml")
+preflight.check_data(space)
+runner._plan(space, runner.DEFAULT_FIT, Path({str(tmp_path)!r}))
+quiet_environment()
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.utils.callback import _create_default_callbacks
+_create_default_callbacks([CSVLoggerCallback(), JsonLoggerCallback()], metric="m", mode="max")
+print(sorted(m for m in ("torch", "tensorboardX") if m in sys.modules))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_every_dataset_the_space_can_choose_is_checked(tmp_path):
