@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 
 
-def add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    """NAME plus where its runs and study live."""
-    parser.add_argument("name", metavar="NAME",
+def add_search_arguments(parser: argparse.ArgumentParser, *, optional: bool = False,
+                         storage: bool = True) -> None:
+    """NAME plus where its runs (and, with `storage`, its study) live; an `optional` NAME may
+    be left out when --output (or, for `ui`, a tracking URI) says where."""
+    parser.add_argument("name", metavar="NAME", nargs="?" if optional else None,
                         help="the space's name, its YAML file, or the output folder of its runs")
     parser.add_argument("--output", metavar="DIR", help="folder of the runs (default "
                         "./runs/<name>)")
-    parser.add_argument("--storage", metavar="URL", help="study database (default: the one "
-                        "the last run used)")
+    if storage:
+        parser.add_argument("--storage", metavar="URL", help="study database (default: the "
+                            "one the last run used)")
 
 
 def open_search(args: argparse.Namespace):

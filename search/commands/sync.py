@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from search.commands import add_search_arguments
+
 NAME = "sync"
 HELP = "send to MLflow what a search spooled while its tracking backend was unreachable"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", nargs="?",
-                        help="the space's name, its YAML file, or the search's output folder")
-    parser.add_argument("--output", metavar="DIR", help="the search's output folder (default "
-                        "./runs/<name>)")
+    add_search_arguments(parser, optional=True, storage=False)
     parser.add_argument("--run", metavar="RUN_ID", help="only this search run (default: all "
                         "runs of the folder with a spool)")
     parser.add_argument("--tracking-uri", metavar="URI", help="send to this backend instead of "

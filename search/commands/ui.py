@@ -9,16 +9,15 @@ import sys
 import time
 import urllib.request
 
+from search.commands import add_search_arguments
+
 NAME = "ui"
 HELP = "start the MLflow UI on a search's tracking backend and print its URL"
 START_TIMEOUT = 120.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", nargs="?",
-                        help="the space's name, its YAML file, or the search's output folder")
-    parser.add_argument("--output", metavar="DIR", help="the search's output folder (default "
-                        "./runs/<name>)")
+    add_search_arguments(parser, optional=True, storage=False)
     parser.add_argument("--tracking-uri", metavar="URI", help="backend to show (default: "
                         "$MLFLOW_TRACKING_URI, else the one the search used)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on "
