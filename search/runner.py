@@ -108,9 +108,10 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
 
     with ray_session(options.address, options.cpus) as cluster:
         slots = concurrency(plan.resources, cluster)
-        started = started_at_once(space, max_epochs(space, plan.budget), slots,
+        max_t = max_epochs(space, plan.budget)
+        started = started_at_once(space, max_t, slots,
                                   capped=plan.resources.max_concurrent is not None)
-        note = holding_note(space, max_epochs(space, plan.budget), started)
+        note = holding_note(space, max_t, started)
         if note:
             print(note, file=stream or sys.stdout)
         searcher, label, param_space, samples, callbacks = _how_to_search(
