@@ -189,6 +189,16 @@ def test_missing_data_is_said_before_ray_starts(tmp_path, capsys):
     assert not list((tmp_path / "out").glob("run-*"))  # no Tune folder
 
 
+def test_hyperband_under_a_users_concurrency_cap_says_it_will_prune_little(ray_cluster, options):
+    space = ToySpace(name="hb_capped", trials=2, epochs=2, pruner_name="hyperband",
+                     resources={"cpu": 1, "max_concurrent": 1}, toy={"epoch_seconds": 0.05})
+    out = io.StringIO()
+    outcome = run_search(space, options(), stream=out)
+    assert outcome.exit_code == 0
+    (note,) = [line for line in out.getvalue().splitlines() if line.startswith("note: pruner")]
+    assert "lets 1 start at once" in note and "use asha" in note
+
+
 def test_the_file_check_runs_for_every_dataset_that_reads_files():
     from search.preflight import has_files
     from trainers.datasets import DATASETS
