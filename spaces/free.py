@@ -15,6 +15,7 @@ from typing import Any
 
 from trainers.options import FACTORY, Group, Option
 
+from .errors import SpaceError
 from .values import KIND_WORDS, plain
 from .yamlio import Locator, Path
 
@@ -91,3 +92,37 @@ def check_fit(raw: Any, loc: Locator) -> str | None:
     if not FACTORY(raw):
         raise loc.error(("fit",), f"must be {FACTORY.rule} (your training function)", raw)
     return raw
+
+
+def free_key(key: Any) -> bool:
+    """Whether a dotted override names a free setting (`params.lr`, `model.kwargs.width`)."""
+    return isinstance(key, str) and (key.startswith("params.") or any(
+        key.startswith(f"{g}.kwargs.") for g in KWARGS_OF))
+
+
+def set_free(config: dict, key: str, value: Any, selected: dict[str, str]) -> None:
+    """Apply a dotted override of a free setting to a resolved config (SpaceError if it has no
+    home there); string values are read as YAML, as `search train --set` gives them."""
+    from .yamlio import load_yaml
+
+    loc = Locator(None)
+    if isinstance(value, str) and value.strip():
+        try:
+            value = load_yaml(f"v: {value}")[0]["v"]
+        except SpaceError:
+            pass
+    head, name = key.rsplit(".", 1)
+    check_name(name, (key,), loc, "parameter" if head == "params" else "argument")
+    if not plain(value):
+        raise loc.error((key,), f"must be {KIND_WORDS['any']}", value)
+    if head == "params":
+        if "params" not in config:
+            raise loc.error((key,), 'params are passed only to your own training function: '
+                            'name it with fit: "package.module:function"', show_value=False)
+        config["params"][name] = value
+        return
+    group = head.split(".")[0]
+    if selected.get(group) != "factory":
+        raise loc.error((key,), f"{group}.kwargs are the arguments of a factory; this config's "
+                        f"{group} is {selected.get(group)!r}", show_value=False)
+    config[group]["kwargs"][name] = value

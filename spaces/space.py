@@ -17,7 +17,7 @@ from trainers.catalog import GROUPS
 
 from . import sections as S
 from .errors import MISSING, SpaceError, suggest
-from .free import check_fit, check_params
+from .free import check_fit, check_params, free_key as _free_key, set_free
 from .params import Param
 from .rules import check_config, probe
 from .settings import (Fixed, check_fixed, check_override, check_required, check_variant,
@@ -130,7 +130,8 @@ class Space:
         """The fixed config with dotted overrides ({"optimizer.name": "sgd",
         "optimizer.momentum": 0.9}); validated like a space file (SpaceError)."""
         fixed = copy.deepcopy(self._fixed)
-        parsed = [parse_override(k, v) for k, v in overrides.items()]
+        free = {k: v for k, v in overrides.items() if _free_key(k)}
+        parsed = [parse_override(k, v) for k, v in overrides.items() if k not in free]
         for gname, key, value in parsed:  # selectors first: they decide what else is valid
             if key == GROUPS[gname].selector:
                 fixed[gname][key] = check_variant(GROUPS[gname], value,
@@ -140,7 +141,17 @@ class Space:
         for gname, key, value in parsed:
             fixed[gname][key] = check_override(GROUPS[gname], key, value, selected.get(gname))
         check_required(fixed, {g: {v} for g, v in selected.items()}, [], Locator(None))
-        return check_config(resolve(fixed, {}), Locator(None), " (with the overrides)")
+        config = resolve(fixed, {})
+        for k, v in free.items():  # a factory's argument or a fit's parameter
+            set_free(config, k, v, selected)
+        missing = sorted({p.path for p in self.params if p.group == "params"}
+                         - {f"params.{k}" for k in config.get("params", {})})
+        if missing:  # a fit's own parameter has no default to fall back on
+            raise SpaceError(f"searched, with no value outside a search: give it with --set "
+                             f"{missing[0]}=VALUE", path=missing[0], file=self._loc.file,
+                             show_value=False,
+                             line=next(p.line for p in self.params if p.path == missing[0]))
+        return check_config(config, Locator(None), " (with the overrides)")
 
     def sample(self, n: int, seed: int | None = None) -> list[tuple[dict, dict]]:
         """n (params, config) pairs from Optuna's RandomSampler(seed) on an in-memory study:
