@@ -144,7 +144,8 @@ class Space:
         config = resolve(fixed, {})
         for k, v in free.items():  # a factory's argument or a fit's parameter
             set_free(config, k, v, selected)
-        missing = sorted({p.path for p in self.params if p.group == "params"}
+        missing = sorted({p.path for p in self.params
+                          if p.group == "params" and not p.condition}
                          - {f"params.{k}" for k in config.get("params", {})})
         if missing:  # a fit's own parameter has no default to fall back on
             raise SpaceError(f"searched, with no value outside a search: give it with --set "
