@@ -162,14 +162,14 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         return
     if not plan.resources.gpu:  # Ray leaves CUDA_VISIBLE_DEVICES alone for GPU-less trials
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    fit = resolve_fit(plan.fit)
-    torch = sys.modules.get("torch")  # set threads whenever the fit uses torch (Ray sets 1)
-    if torch is not None:
-        torch.set_num_threads(plan.resources.threads)
     work = Path(tempfile.mkdtemp(prefix="search-ckpt-"))
     reporter = EpochReporter(1, work)
     try:
         try:
+            fit = resolve_fit(plan.fit)  # a worker without the user's module: a FAIL reason
+            torch = sys.modules.get("torch")  # threads whenever the fit uses torch (Ray: 1)
+            if torch is not None:
+                torch.set_num_threads(plan.resources.threads)
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),
                                   plan.budget)
             reporter.epochs = int(settings.get("train", {}).get("epochs", 1))
