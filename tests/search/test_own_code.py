@@ -109,3 +109,24 @@ def test_the_fit_flag_overrides_the_space_and_keywords_follow_the_signature():
     record = fit_result(None, [{"epoch": 1, "val_accuracy": 0.5}])
     assert record.history == [{"epoch": 1, "val_accuracy": 0.5}]
     assert fit_result({"test_accuracy": 0.9}, []).test_accuracy == 0.9
+
+
+def test_the_example_fit_resumes_from_its_own_checkpoint(tmp_path):
+    from spaces.examples.own_fit import fit
+
+    config = load_space(Path(__file__).parents[2] / "spaces" / "own_fit.yaml").config_with(
+        {"params.hidden": 32, "params.layers": 1, "params.lr": 0.01, "params.weight_decay": 0,
+         "params.noise": 0.1, "train.epochs": 3})
+    straight = fit(config, report=lambda m: False)
+    seen: list[int] = []
+    first = fit({**config, "train": {**config["train"], "epochs": 2}},
+                report=lambda m: seen.append(m["epoch"]), checkpoint_dir=str(tmp_path))
+    assert seen == [1, 2] and len(first["history"]) == 2
+    resumed = fit(config, report=lambda m: seen.append(m["epoch"]),
+                  checkpoint_dir=str(tmp_path), resume_from=str(tmp_path / "last.pt"))
+    assert seen == [1, 2, 3]
+    strip = lambda h: [{k: v for k, v in m.items() if k != "epoch_time"} for m in h]  # noqa
+    assert strip(resumed["history"]) == strip(straight["history"])
+    assert resumed["test_accuracy"] == straight["test_accuracy"] > 0.5
+    stopped = fit(config, report=lambda m: m["epoch"] == 1)  # report() -> True stops
+    assert len(stopped["history"]) == 1
