@@ -111,6 +111,22 @@ def test_the_fit_flag_overrides_the_space_and_keywords_follow_the_signature():
     assert fit_result({"test_accuracy": 0.9}, []).test_accuracy == 0.9
 
 
+def test_search_best_writes_the_fit_its_params_and_the_factory_arguments():
+    from types import SimpleNamespace
+
+    from search.summary import best_space
+
+    space = load_space(SPACE)
+    (params, config), = space.sample(1, 0)
+    text = best_space(space, config, SimpleNamespace(number=1, values=[0.9], user_attrs={}),
+                      "owncode")
+    again = load_space(text)
+    assert again.fit == space.fit and not again.params
+    assert again.fixed["params"] == config["params"]
+    assert again.fixed["model"]["kwargs"] == config["model"]["kwargs"]
+    assert again.fixed["data"]["kwargs"] == config["data"]["kwargs"]
+
+
 def test_the_example_fit_resumes_from_its_own_checkpoint(tmp_path):
     from spaces.examples.own_fit import fit
 
