@@ -11,8 +11,8 @@ from search.cli import main
 from search.usercode import DEFAULT_FIT, fit_keywords, fit_result, space_fit
 from spaces import load_space
 
-# Ray's workers import the user's code by name like `search` itself: from the repository root
-# on PYTHONPATH (as the suite runs), hence the full dotted name of the helpers.
+# Ray's workers import the user's code by name, from the driver's folder (Ray puts it on their
+# path; the suite runs from the repository root), hence the helpers' full dotted name.
 SPACE = """
 name: owncode
 seed: 0
