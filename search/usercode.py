@@ -29,8 +29,11 @@ def resolve_fit(path: str, where: str | None = None) -> Callable[..., Any]:
     where = where or f"--fit {path}"
     try:
         fn = _import(path)
-    except (ImportError, AttributeError) as err:
-        raise UserError(f"{where}: cannot import it ({' '.join(str(err).split())}); expected "
+    except Exception as err:  # noqa: BLE001 - any error of the user's module: one line
+        why = " ".join(str(err).split())
+        if not isinstance(err, (ImportError, AttributeError)):
+            why = f"{type(err).__name__}: {why}"
+        raise UserError(f"{where}: cannot import it ({why}); expected "
                         '"package.module:function", a training function fn(config, *, '
                         "report, ...) (docs/own-training.md)") from None
     if not callable(fn):
