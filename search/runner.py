@@ -10,7 +10,7 @@ import pickle
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +26,8 @@ from search.pruners import build_scheduler, holding_note, pruner_info, started_a
 from search.runs import find_run, new_run_id, output_dir, read_run_file, write_run_file
 from search.samplers import build_sampler
 from search.searcher import StudySearcher, conclude, error_reason, trial_dirname
-from search.trainable import DEFAULT_FIT, TrialPlan, make_trainable, resolve_fit
+from search.trainable import DEFAULT_FIT, TrialPlan, make_trainable
+from search.usercode import check_user_code, resolve_fit, space_fit
 from search.warmstart import continue_study, record_run
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class RunOptions:
     new: bool = False             # delete the study of this name first
     retries: int = 1              # Tune retries of a trial that raised an unexpected error
     address: str | None = None    # join this Ray cluster instead of starting one
-    fit: str = DEFAULT_FIT        # the training function
+    fit: str | None = None        # the training function; default the space's fit:, else ours
     cpus: int | None = None       # size of a local Ray; default: the machine
     live: bool | None = None      # live status line; default: when stdout is a terminal
     tracking_uri: str | None = None  # MLflow; default $MLFLOW_TRACKING_URI, tracking.uri, ...
@@ -81,6 +82,8 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run prints its own lines
 
     preflight.check_data(space)  # missing data files: one line now, before Ray or any folder
+    check_user_code(space, options.fit)  # the fit function and the factories' arguments
+    options = replace(options, fit=space_fit(space, options.fit))
     output = output_dir(space.name, options.output)
     run_id = new_run_id(output)
     exp_dir = output / run_id
@@ -188,6 +191,7 @@ def _tracking(space: Any, options: RunOptions, output: Path, run_id: str, study,
     return make_tracking(space, output_dir=output, run_id=run_id,
                          space_path=getattr(space, "source", None),
                          tracking_uri=options.tracking_uri, study=study, trial_number=label,
+                         register=options.fit in (None, DEFAULT_FIT),
                          tags={k: v for k, v in links.items() if v})
 
 
@@ -270,7 +274,7 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     space = pickle.loads((exp_dir / "space.pkl").read_bytes())
     preflight.check_data(space)  # the files may have moved since the run started
     saved = run_info.get("options", {})
-    fit = saved.get("fit", DEFAULT_FIT)
+    fit = saved.get("fit") or space_fit(space)
     plan, _ = _plan(space, fit, exp_dir)
     storage = studies.open_storage(run_info["storage_url"])
     study = studies.load_study(storage, run_info["study_name"])

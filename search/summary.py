@@ -86,11 +86,15 @@ def best_space(space: Any, config: dict, trial, study_name: str) -> str:
     doc: dict[str, Any] = {"name": f"{space.name}-best",
                            "description": f"trial #{trial.number} of study {study_name}",
                            "seed": space.seed}
+    if getattr(space, "fit", None):
+        doc["fit"] = space.fit
     for gname, grp in GROUPS.items():
         values = {k: v for k, v in config.get(gname, {}).items()
                   if k == grp.selector or base[gname].get(k) != v}
         if values:
             doc[gname] = values
+    if config.get("params"):  # the fit function's own parameters
+        doc["params"] = config["params"]
     budget = {**space.budget, "trials": 1}
     doc.update(objective=space.objective, budget=budget, sampler={"name": "random"},
                pruner={"name": "none"}, resources=space.resources, tracking=space.tracking,

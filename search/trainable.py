@@ -1,4 +1,5 @@
-"""The Tune function trainable: one trial = one call of trainers.fit with a Tune report.
+"""The Tune function trainable: one trial = one call of trainers.fit (or the space's `fit:`,
+or `--fit`; docs/own-training.md) with a Tune report.
 
 Each epoch's metrics go to `tune.report` with `training_iteration` = the epoch and a Tune
 checkpoint of fit's last.pt/best.pt, so schedulers that pause (HyperBand, PBT) and `search resume`
@@ -11,7 +12,6 @@ the trial with a `fail_reason` result and no retry; anything else is raised, so 
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -19,12 +19,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from search.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
 from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY
+from search.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
 
-DEFAULT_FIT = "trainers:fit"
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
 # The per-epoch metrics of the model a finished trial ends with: its own epochs and, for a PBT
 # member that continued another member's checkpoint, that member's epochs before the copy.
@@ -38,22 +38,8 @@ class TrialPlan:
     objectives: tuple[Objective, ...]
     budget: Budget
     resources: Resources
-    fit: str = DEFAULT_FIT  # "module:function" with trainers.fit's signature
+    fit: str = DEFAULT_FIT  # "module:function": trainers.fit or one with its contract
     experiment_dir: str = ""  # the Tune experiment folder (trial folders are trial_<id>)
-
-
-def resolve_fit(path: str) -> Callable[..., Any]:
-    from search.errors import UserError
-
-    module, _, attr = path.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr or "fit")
-    except (ImportError, AttributeError) as err:
-        raise UserError(f"--fit {path}: cannot import it ({err}); expected "
-                        '"package.module:function" with the signature of trainers.fit') from None
-    if not callable(fn):
-        raise UserError(f"--fit {path}: is not a function")
-    return fn
 
 
 def one_line(err: BaseException) -> str:
@@ -115,6 +101,7 @@ class EpochReporter:
         self.epochs = epochs
         self.checkpoint_dir = checkpoint_dir
         self.last: dict | None = None
+        self.history: list[dict] = []  # what a fit that returns no history reported
 
     def _send(self, metrics: dict) -> None:
         from ray import tune
@@ -126,6 +113,12 @@ class EpochReporter:
         tune.report(metrics, checkpoint=checkpoint)
 
     def __call__(self, metrics: dict) -> bool:
+        epoch = metrics.get("epoch") if isinstance(metrics, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            from search.errors import UserError
+            raise UserError("report(metrics): metrics must be a dict with the epoch number "
+                            f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
+        self.history.append(_clean(metrics))
         self.last = {**_clean(metrics), "training_iteration": int(metrics["epoch"])}
         if int(metrics["epoch"]) < self.epochs:  # the last epoch waits for finish()
             self._send(self.last)
@@ -169,19 +162,21 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         return
     if not plan.resources.gpu:  # Ray leaves CUDA_VISIBLE_DEVICES alone for GPU-less trials
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    fit = resolve_fit(plan.fit)
-    torch = sys.modules.get("torch")  # set threads whenever the fit uses torch (Ray sets 1)
-    if torch is not None:
-        torch.set_num_threads(plan.resources.threads)
     work = Path(tempfile.mkdtemp(prefix="search-ckpt-"))
     reporter = EpochReporter(1, work)
     try:
         try:
+            fit = resolve_fit(plan.fit)  # a worker without the user's module: a FAIL reason
+            torch = sys.modules.get("torch")  # threads whenever the fit uses torch (Ray: 1)
+            if torch is not None:
+                torch.set_num_threads(plan.resources.threads)
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),
                                   plan.budget)
             reporter.epochs = int(settings.get("train", {}).get("epochs", 1))
-            result = fit(settings, report=reporter, checkpoint_dir=str(work),
-                         resume_from=_restore(work), cpus=plan.resources.threads)
+            result = fit(settings, **fit_keywords(fit, dict(
+                report=reporter, checkpoint_dir=str(work), resume_from=_restore(work),
+                cpus=plan.resources.threads)))
+            result = fit_result(result, reporter.history)
         except Exception as err:
             if known_failure(err):
                 reporter.finish({FAIL_KEY: one_line(err)})

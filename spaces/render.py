@@ -29,7 +29,7 @@ def _spec(p: Param, kids: dict[str, dict[Any, list[Param]]]) -> Any:
     if p.kind == "categorical":
         branches = kids.get(p.name, {})
         if branches:
-            choices: Any = {c: {k.option: _spec(k, kids) for k in branches.get(key(c), [])}
+            choices: Any = {c: {k.path.rsplit(".", 1)[1]: _spec(k, kids) for k in branches.get(key(c), [])}
                             for c in p.choices}
         else:
             choices = list(p.choices)
@@ -51,15 +51,23 @@ def space_to_yaml(space: Space) -> str:
     if space.description:
         doc["description"] = space.description
     doc["seed"] = space.seed
+    if space.fit:
+        doc["fit"] = space.fit
     fixed = space.fixed_values
     for gname in GROUPS:
         if fixed.get(gname):
             doc[gname] = fixed[gname]
+    if fixed.get("params"):
+        doc["params"] = fixed["params"]
     kids = _children(space)
     tree: dict[str, dict[str, Any]] = {}
     for p in space._all:
         if p.parent is None:
-            tree.setdefault(p.group, {})[p.option] = _spec(p, kids)
+            where = tree.setdefault(p.group, {})
+            option = p.option
+            if option.startswith("kwargs."):  # a factory's argument: space.<group>.kwargs.<name>
+                where, option = where.setdefault("kwargs", {}), option[len("kwargs."):]
+            where[option] = _spec(p, kids)
     if tree:
         doc["space"] = tree
     for name in ("objective", "budget", "sampler", "pruner", "resources", "tracking",
@@ -80,7 +88,16 @@ def describe(space: Space) -> str:
     if space.description:
         lines.append(f"  {space.description.strip().splitlines()[0]}")
     lines.append(f"  seed: {space.seed}")
-    fixed = [(f"{g}.{k}", v) for g, opts in space.fixed_values.items() for k, v in opts.items()]
+    if space.fit:
+        lines.append(f"  fit: {space.fit}")
+    fixed = []
+    for g, opts in space.fixed_values.items():
+        for k, v in opts.items():
+            if (g == "params" or k == "kwargs") and isinstance(v, dict):  # one line per name
+                prefix = g if g == "params" else f"{g}.{k}"
+                fixed += [(f"{prefix}.{name}", x) for name, x in v.items()]
+            else:
+                fixed.append((f"{g}.{k}", v))
     if fixed:
         lines.append("  fixed (differs from the defaults):")
         lines += [f"    {path}: {_word(v)}" for path, v in fixed]

@@ -14,6 +14,7 @@ from trainers.catalog import GROUPS, defaults
 from trainers.options import Group
 
 from .errors import SpaceError, suggest
+from .free import KWARGS_OF, check_fixed_mapping
 from .specs import NOUN, declaration
 from .values import check_literal, same
 from .yamlio import Locator, Path
@@ -32,9 +33,16 @@ def section(doc: dict, gname: str, loc: Locator) -> dict:
 
 def entries(doc: dict, folded: dict[str, dict[str, tuple[Any, Path]]], gname: str,
             loc: Locator) -> dict[str, tuple[Any, Path]]:
-    """The fixed values of a group with their paths; literals from `space:` override them."""
+    """The fixed values of a group with their paths; literals from `space:` override them
+    (a factory's literal arguments in `space.<group>.kwargs` join the fixed ones)."""
     out = {k: (v, (gname, str(k))) for k, v in section(doc, gname, loc).items()}
     out.update(folded.get(gname, {}))
+    literals = folded.get(f"{gname}.kwargs")
+    if literals:
+        base, path = out.get("kwargs", ({}, next(iter(literals.values()))[1][:-1]))
+        if isinstance(base, dict):
+            base = {**base, **{k: v for k, (v, _) in literals.items()}}
+        out["kwargs"] = (base, path)
     return out
 
 
@@ -82,6 +90,8 @@ def check_fixed(doc: dict, folded: dict, possible: dict[str, set[str]], loc: Loc
                                     + ", ".join(group.variants_with(key)), show_value=False)
                 options = [group.options_for(v)[key] for v in homes]
             value = _first_valid(options, value, path, loc)
+            if key == "kwargs" and gname in KWARGS_OF:
+                check_fixed_mapping(value, path, loc, f"space.{gname}.kwargs")
             if not all(same(o.default, value) for o in options):
                 out[key] = value
         fixed[gname] = out
@@ -130,12 +140,20 @@ def resolve(fixed: Fixed, values: dict[str, Any]) -> dict[str, dict]:
             selected[gname] = values.get(path, fixed[gname].get(
                 group.selector, group.options[group.selector].default))
     config = defaults(selected)
+    if "params" in fixed:  # a fit function's own parameters (spaces/free.py)
+        config["params"] = copy.deepcopy(fixed["params"])
     for gname, opts in fixed.items():
         for key, value in opts.items():
-            if key in config[gname]:
+            if gname in config and key in config[gname]:
                 config[gname][key] = copy.deepcopy(value)
     for path, value in values.items():
         gname, key = path.split(".", 1)
+        if gname == "params":
+            config.setdefault("params", {})[key] = copy.deepcopy(value)
+            continue
+        if key.startswith("kwargs."):  # a factory's argument: its variant is selected
+            config[gname]["kwargs"][key[len("kwargs."):]] = copy.deepcopy(value)
+            continue
         if key not in config[gname]:  # the loader's variant analysis rules this out
             raise RuntimeError(f"{path} is not an option of {gname} {selected.get(gname)}")
         config[gname][key] = copy.deepcopy(value)
@@ -196,6 +214,8 @@ def model_settings(raw: Any, path: tuple, loc: Locator) -> dict:
             raise loc.error(path + (str(key),), f"not an option of model '{variant}'", key,
                             suggestion=suggest(key, options))
         out[key] = check_literal(options[key], value, loc, path + (key,))
+        if key == "kwargs":
+            check_fixed_mapping(out[key], path + (key,), loc, "space.model.kwargs")
     missing = [k for k, o in options.items() if o.required and out[k] is None]
     if missing:
         raise loc.error(path, f"{missing[0]} is required for model '{variant}'",
@@ -221,6 +241,8 @@ def data_overrides(raw: Any, path: tuple, loc: Locator) -> dict:
                             suggestion=suggest(key, data.options_for(variant) if variant
                                                else data.all_keys()))
         out[key] = check_literal(opt, value, loc, path + (key,))
+        if key == "kwargs":
+            check_fixed_mapping(out[key], path + (key,), loc, "space.data.kwargs")
     if variant:
         missing = [k for k, o in data.variants[variant].items() if o.required and k not in out]
         if missing:

@@ -16,7 +16,8 @@ import optuna
 from trainers.catalog import GROUPS
 
 from . import sections as S
-from .errors import SpaceError, suggest
+from .errors import MISSING, SpaceError, suggest
+from .free import check_fit, check_params, free_key as _free_key, set_free
 from .params import Param
 from .rules import check_config, probe
 from .settings import (Fixed, check_fixed, check_override, check_required, check_variant,
@@ -27,7 +28,7 @@ from .yamlio import Locator, load_yaml
 
 SEARCH_SECTIONS = ("objective", "budget", "sampler", "pruner", "resources", "tracking",
                    "stages")
-TOP_KEYS = ("name", "description", "seed", *GROUPS, "space", *SEARCH_SECTIONS)
+TOP_KEYS = ("name", "description", "seed", "fit", *GROUPS, "params", "space", *SEARCH_SECTIONS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SHIPPED_DIR = Path(__file__).resolve().parent
 
@@ -37,8 +38,8 @@ class Space:
 
     def __init__(self, *, name: str, description: str, seed: int, fixed: Fixed,
                  params: list[Param], sections: dict[str, Any], probed: bool,
-                 loc: Locator, source: Path | None = None) -> None:
-        self._name, self._description, self._seed = name, description, seed
+                 loc: Locator, source: Path | None = None, fit: str | None = None) -> None:
+        self._name, self._description, self._seed, self._fit = name, description, seed, fit
         self._fixed, self._all, self._sections = fixed, tuple(params), sections
         self._probed, self._loc, self._source = probed, loc, source
 
@@ -46,6 +47,9 @@ class Space:
     name = property(lambda self: self._name)
     description = property(lambda self: self._description)
     seed = property(lambda self: self._seed)
+    fit = property(lambda self: self._fit,
+                   doc='the training function "package.module:function" named by `fit:`, or '
+                   "None (the built-in trainers.fit)")
     source = property(lambda self: self._source, doc="the file it was read from, if any")
     probed = property(lambda self: self._probed,
                       doc="False when too many combinations to check every config at load")
@@ -126,7 +130,8 @@ class Space:
         """The fixed config with dotted overrides ({"optimizer.name": "sgd",
         "optimizer.momentum": 0.9}); validated like a space file (SpaceError)."""
         fixed = copy.deepcopy(self._fixed)
-        parsed = [parse_override(k, v) for k, v in overrides.items()]
+        free = {k: v for k, v in overrides.items() if _free_key(k)}
+        parsed = [parse_override(k, v) for k, v in overrides.items() if k not in free]
         for gname, key, value in parsed:  # selectors first: they decide what else is valid
             if key == GROUPS[gname].selector:
                 fixed[gname][key] = check_variant(GROUPS[gname], value,
@@ -136,7 +141,18 @@ class Space:
         for gname, key, value in parsed:
             fixed[gname][key] = check_override(GROUPS[gname], key, value, selected.get(gname))
         check_required(fixed, {g: {v} for g, v in selected.items()}, [], Locator(None))
-        return check_config(resolve(fixed, {}), Locator(None), " (with the overrides)")
+        config = resolve(fixed, {})
+        for k, v in free.items():  # a factory's argument or a fit's parameter
+            set_free(config, k, v, selected)
+        missing = sorted({p.path for p in self.params
+                          if p.group == "params" and not p.condition}
+                         - {f"params.{k}" for k in config.get("params", {})})
+        if missing:  # a fit's own parameter has no default to fall back on
+            raise SpaceError(f"searched, with no value outside a search: give it with --set "
+                             f"{missing[0]}=VALUE", path=missing[0], file=self._loc.file,
+                             show_value=False,
+                             line=next(p.line for p in self.params if p.path == missing[0]))
+        return check_config(config, Locator(None), " (with the overrides)")
 
     def sample(self, n: int, seed: int | None = None) -> list[tuple[dict, dict]]:
         """n (params, config) pairs from Optuna's RandomSampler(seed) on an in-memory study:
@@ -170,8 +186,17 @@ class Space:
 
         return describe(self)
 
+    def error(self, where: tuple | Param, rule: str, value: Any = MISSING,
+              **kw: Any) -> SpaceError:
+        """A SpaceError located in this space's file: at a YAML path, or where a parameter is
+        written (for checks made after loading, such as a factory's signature)."""
+        if isinstance(where, Param):
+            return SpaceError(rule, path=where.spec_path, value=value, file=self._loc.file,
+                              line=where.line, **kw)
+        return self._loc.error(where, rule, value, **kw)
+
     def _canonical(self) -> tuple:
-        return (self._name, self._description, self._seed, self._fixed, self._all,
+        return (self._name, self._description, self._seed, self._fit, self._fixed, self._all,
                 self._sections)
 
     def __eq__(self, other: object) -> bool:
@@ -266,9 +291,14 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise loc.error(("seed",), "must be an integer >= 0", seed)
 
+    fit = check_fit(data.get("fit"), loc)
     folded, specs = split_space(data.get("space"), loc)
     parsed = build_params(specs, fixed_variants(data, folded, loc), loc)
     fixed = check_fixed(data, folded, parsed.possible, loc)
+    params = check_params(data.get("params"), folded.get("params", {}), loc)
+    _check_own_fit(fit, params, parsed.params, data, loc)
+    if fit is not None:
+        fixed["params"] = params
     check_required(fixed, parsed.possible, parsed.params, loc)
     probed = probe(parsed.params, fixed, loc)
     searched = [p for p in parsed.params if p.searched]
@@ -296,7 +326,26 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
     S.check_combination(objective, sampler, pruner, budget, data, searched, loc)
     _derive_seeds(fixed, data, folded, seed, loc)
     return Space(name=name, description=description, seed=seed, fixed=fixed,
-                 params=parsed.params, sections=found, probed=probed, loc=loc, source=source)
+                 params=parsed.params, sections=found, probed=probed, loc=loc, source=source,
+                 fit=fit)
+
+
+def _check_own_fit(fit: str | None, params: dict, searched: list[Param], data: dict,
+                   loc: Locator) -> None:
+    """`params` reach only a `fit:` function; stages continue the built-in trainer's models."""
+    if fit is None:
+        where = ("params",) if params and ("params",) in loc.lines else ("space", "params")
+        if params or any(p.group == "params" for p in searched):
+            raise loc.error(where, "params are passed only to your own training function, "
+                            'the built-in one would ignore them: name it with fit: '
+                            '"package.module:function" (docs/own-training.md)',
+                            show_value=False)
+        return
+    stages = data.get("stages")
+    if stages and any(not isinstance(s, dict) or s.get("enabled", True) for s in stages):
+        raise loc.error(("stages",), "stages continue from the built-in trainer's checkpoints; "
+                        "a fit: function's models are its own (remove stages)",
+                        show_value=False)
 
 
 # The settings the master `seed:` is the default of (weights and batches; the data split)

@@ -15,6 +15,8 @@ from trainers.catalog import GROUPS
 from trainers.options import Group, Option
 
 from .errors import MISSING, Raw, suggest
+from .free import KWARGS_OF, check_fixed_mapping, check_name, free_option, is_free, \
+    looks_like_spec
 from .params import Condition
 from .values import KIND_WORDS, coerce_kind, same
 from .yamlio import Locator, Path, segment
@@ -51,6 +53,9 @@ def split_space(raw: Any, loc: Locator) -> tuple[dict[str, dict[str, tuple[Any, 
     specs: dict[str, dict[str, Any]] = {}
     for gname, entries in raw.items():
         gpath = ("space", segment(gname))
+        if gname == "params":
+            _split_free("params", entries, gpath, folded, specs, loc)
+            continue
         if gname not in GROUPS:
             raise loc.error(gpath, "unknown settings group (one of " + ", ".join(GROUPS) + ")",
                             gname, suggestion=suggest(gname, GROUPS))
@@ -64,11 +69,30 @@ def split_space(raw: Any, loc: Locator) -> tuple[dict[str, dict[str, tuple[Any, 
             if opt is None:
                 raise loc.error(gpath + (segment(key),), f"unknown {gname} option", key,
                                 suggestion=suggest(key, group.all_keys()))
-            if isinstance(spec, dict) and opt.kind != "mapping":
+            if key == "kwargs" and gname in KWARGS_OF and isinstance(spec, dict):
+                _split_free(f"{gname}.kwargs", spec, gpath + ("kwargs",), folded, specs, loc)
+            elif isinstance(spec, dict) and opt.kind != "mapping":
                 specs.setdefault(gname, {})[key] = spec
             else:
                 folded.setdefault(gname, {})[key] = (spec, gpath + (key,))
     return folded, specs
+
+
+def _split_free(fname: str, entries: Any, path: Path, folded: dict, specs: dict,
+                loc: Locator) -> None:
+    """A factory's arguments or a fit's params in `space:`: specs are searched, literals are
+    constants (folded into the fixed mapping)."""
+    if entries is None:
+        return
+    if not isinstance(entries, dict):
+        raise loc.error(path, "must be a mapping of names to specs or values", entries)
+    what = "parameter" if fname == "params" else "argument"
+    for name, spec in entries.items():
+        check_name(name, path + (segment(name),), loc, what)
+        if looks_like_spec(spec):
+            specs.setdefault(fname, {})[name] = spec
+        else:
+            folded.setdefault(fname, {})[name] = (spec, path + (name,))
 
 
 @dataclass(eq=False)
@@ -111,7 +135,11 @@ class SpecNode:
 def parse_spec(group: Group, key: Any, raw: Any, path: Path, parent: SpecNode | None,
                branch: Any, variant: str | None, loc: Locator) -> SpecNode:
     gname = group.name
-    opt = declaration(group, key) if isinstance(key, str) else None
+    free = is_free(group)
+    if free:
+        check_name(key, path, loc, "parameter" if gname == "params" else "argument")
+    opt = free_option(raw) if free else declaration(group, key) if isinstance(key, str) \
+        else None
     if opt is None:
         raise loc.error(path, f"unknown {gname} option", key,
                         suggestion=suggest(key, group.all_keys()))
@@ -123,7 +151,9 @@ def parse_spec(group: Group, key: Any, raw: Any, path: Path, parent: SpecNode | 
         raise loc.error(path, f"{gname}.{key} picks the {NOUN[gname]}: search it at the top of "
                         f"space.{gname}, not inside a branch", show_value=False)
     name = f"{gname}.{key}" if parent is None else f"{parent.name}.{segment(branch)}.{key}"
-    if not isinstance(raw, dict) or opt.kind == "mapping":  # a constant inside a branch
+    if not isinstance(raw, dict) or opt.kind == "mapping" or (free and not looks_like_spec(raw)):
+        if key == "kwargs" and gname in KWARGS_OF:  # a constant inside a branch
+            check_fixed_mapping(raw, path, loc, f"space.{gname}.kwargs")
         return SpecNode(group, key, path, name, "constant", opt, parent, branch,
                         value=_coerce(opt, raw, path, loc))
     if not opt.searchable:
@@ -170,8 +200,8 @@ def _parse_choices(node: SpecNode, raw: Any, variant: str | None, loc: Locator) 
             raise loc.error(cpath, f"a branch holds a mapping of {group.name} options to specs",
                             sub)
         scope = value if selector else variant
-        keys = sorted(sub or {}, key=lambda k: option_rank(group, k) if isinstance(k, str)
-                      else -1)  # canonical order, as at the top
+        keys = sorted(sub or {}, key=lambda k: (option_rank(group, k), k) if isinstance(k, str)
+                      else (-1, ""))  # canonical order, as at the top
         node.children.append([parse_spec(group, k, sub[k], cpath + (segment(k),), node,
                                          value, scope, loc) for k in keys])
 

@@ -19,6 +19,7 @@ from trainers.catalog import GROUPS
 from trainers.options import Option
 
 from .errors import MISSING, suggest
+from .free import FREE, KWARGS_OF
 from .params import Condition, Param
 from .specs import NOUN, SpecNode, option_rank, parse_spec
 from .values import coerce_kind, encode, one_of_values, passes, same
@@ -41,6 +42,8 @@ def build_params(specs: dict[str, dict[str, Any]], fixed_variant: dict[str, str]
         for key in sorted(specs.get(gname, {}), key=lambda k: option_rank(group, k)):
             roots.append(parse_spec(group, key, specs[gname][key], ("space", gname, key),
                                     None, None, None, loc))
+        roots += _free_roots(f"{gname}.kwargs", specs, ("space", gname, "kwargs"), loc)
+    roots += _free_roots("params", specs, ("space", "params"), loc)
     nodes = [n for root in roots for n in root.walk()]
     _resolve_when(nodes, loc)
     for root in roots:
@@ -57,6 +60,31 @@ def build_params(specs: dict[str, dict[str, Any]], fixed_variant: dict[str, str]
     for node in order:
         _check_values(node, possible, by_name, loc)
     return ParsedSpace([_to_param(n, loc) for n in order], possible)
+
+
+def _free_roots(fname: str, specs: dict[str, dict[str, Any]], path: tuple,
+                loc: Locator) -> list[SpecNode]:
+    """A factory's arguments after its group's options, a fit's params last; by name."""
+    return [parse_spec(FREE[fname], key, specs[fname][key], path + (key,), None, None, None,
+                       loc) for key in sorted(specs.get(fname, {}))]
+
+
+def _check_factory_only(node: SpecNode, possible: dict[str, set[str]],
+                        by_name: dict[str, SpecNode], loc: Locator) -> None:
+    """A factory argument is searched only where the factory is the one selected."""
+    owner = node.group.name.split(".")[0]
+    group = GROUPS[owner]
+    allowed = set(possible[owner])
+    for cond in node.conditions:
+        target = by_name[cond.param]
+        if target.group is group and target.key == group.selector:
+            allowed &= set(cond.values)
+    others = sorted(allowed - {"factory"})
+    if others:
+        raise loc.error(node.path, f"{owner}.kwargs are the arguments of {NOUN[owner]} "
+                        f"'factory', but this space can also select {NOUN[owner]} "
+                        f"'{others[0]}'; fix {owner}.{group.selector}: factory or add when: "
+                        f"{{{owner}.{group.selector}: factory}}", show_value=False)
 
 
 def _resolve_when(nodes: list[SpecNode], loc: Locator) -> None:
@@ -167,7 +195,11 @@ def _exclusive(a: tuple[Condition, ...], b: tuple[Condition, ...]) -> bool:
 def _check_values(node: SpecNode, possible: dict[str, set[str]], by_name: dict[str, SpecNode],
                   loc: Locator) -> None:
     group = node.group
-    if group.selector is None:
+    if group.name in FREE:
+        if group.name.split(".")[0] in KWARGS_OF:
+            _check_factory_only(node, possible, by_name, loc)
+        options = [node.option]
+    elif group.selector is None:
         options = [group.options[node.key]]
     elif node.key == group.selector:
         return  # its values are variant names, checked while parsing

@@ -16,7 +16,9 @@ from .yamlio import Locator, Path
 
 KIND_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
               "str": "a string", "floats": "a list of numbers", "ints": "a list of integers",
-              "mapping": "a mapping"}
+              "mapping": "a mapping",
+              "any": "a plain value (null, true/false, number, string, or a list or mapping "
+                     "of them)"}
 
 
 def _number(v: Any) -> bool:
@@ -42,7 +44,22 @@ def coerce_kind(kind: str, value: Any) -> Any:
     if kind == "mapping":
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
         return dict(value) if ok else MISSING
+    if kind == "any":
+        return value if plain(value) else MISSING
     raise ValueError(f"unknown kind {kind!r}")  # pragma: no cover - Option checks its kind
+
+
+def plain(value: Any) -> bool:
+    """JSON-plain: what a trial config may carry through Ray, Optuna, MLflow and YAML files."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    return False
 
 
 def check_literal(option: Option, value: Any, loc: Locator, path: Path) -> Any:

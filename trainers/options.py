@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # Value kinds a setting may have. "floats"/"ints" are fixed-length or free-length lists of numbers,
-# "mapping" is a free-form dict (e.g. keyword arguments for a user's factory).
-KINDS = ("float", "int", "bool", "str", "floats", "ints", "mapping")
+# "mapping" is a free-form dict (e.g. keyword arguments for a user's factory), "any" a plain
+# YAML/JSON value (a factory's own argument or a user training function's parameter).
+KINDS = ("float", "int", "bool", "str", "floats", "ints", "mapping", "any")
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm-start", type=int, default=3, metavar="K",
                         help="when the space changed since the study's last run, run its K best "
                              "earlier configs that are still valid first (default 3; 0: off)")
-    parser.add_argument("--fit", default="trainers:fit", metavar="MODULE:FUNCTION",
-                        help="training function with the signature of trainers.fit (default "
-                             "trainers:fit; search.testing:known_work_fit runs no training)")
+    parser.add_argument("--fit", default=None, metavar="MODULE:FUNCTION",
+                        help="training function fn(config, *, report, ...) (default: the "
+                             "space's fit:, else trainers:fit; docs/own-training.md); "
+                             "search.testing:known_work_fit runs no training")
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

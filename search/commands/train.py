@@ -79,8 +79,13 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config_file(args.config, overrides)
     else:
+        from search.usercode import check_user_code
         from spaces import load_space
-        config = load_space(args.file, filename=args.file).config_with(overrides)
+        space = load_space(args.file, filename=args.file)
+        check_user_code(space)
+        config = space.config_with(overrides)
+        if space.fit:
+            return own_fit(space, config, args.checkpoint_dir)
 
     from trainers import DivergedError, fit, resolve_config
 
@@ -99,3 +104,27 @@ def run(args: argparse.Namespace) -> int:
     if result.checkpoint:
         print(f"checkpoint {result.checkpoint}")
     return 0
+
+
+def own_fit(space, config: dict, checkpoint_dir: str | None) -> int:
+    """One run of the space's `fit:` function, with the keywords it takes; its per-epoch
+    metrics printed as they come."""
+    from search.usercode import fit_keywords, resolve_fit
+
+    fn = resolve_fit(space.fit, f"fit {space.fit}")
+
+    def report(metrics: dict) -> bool:
+        print("  ".join(f"{k} {_short(v)}" for k, v in metrics.items()), flush=True)
+        return False
+
+    result = fn(config, **fit_keywords(fn, dict(report=report, checkpoint_dir=checkpoint_dir,
+                                                 resume_from=None, cpus=None)))
+    test = result.get("test_accuracy") if isinstance(result, dict) \
+        else getattr(result, "test_accuracy", None)
+    if test is not None:
+        print(f"test accuracy {test:.4f}")
+    return 0
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 NAME = "validate"
-HELP = ("check space files; print each resolved space as a tree (fixed settings that differ "
+HELP = ("check space files (and import the fit function and factories they name, to check "
+        "their signatures); print each resolved space as a tree (fixed settings that differ "
         "from the defaults, searched parameters with their domains, branches); exit 2 if any "
         "is invalid")
 
@@ -15,13 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spaces import SpaceError, load_space
+    from search.errors import UserError
+    from search.usercode import check_user_code
+    from spaces import load_space
 
     failed = 0
     for i, path in enumerate(args.files):
         try:
             space = load_space(path, filename=path)
-        except SpaceError as err:
+            check_user_code(space)  # imports (never runs) the fit function and factories
+        except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue

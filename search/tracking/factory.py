@@ -32,13 +32,15 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
                   study: Any = None, resume: bool = False,
                   trial_number: Callable[[str], int | None] | None = None,
                   set_run_id: Callable[[str, str], None] | None = None,
-                  loader: str = DEFAULT_LOADER,
+                  loader: str = DEFAULT_LOADER, register: bool = True,
                   tags: dict[str, str] | None = None) -> TrackingCallback | None:
     """The Tune callback recording this search run in MLflow, or None when the space says
     tracking.enabled: false. Probes the backend (UserError when unusable), creates the
     experiment and the parent run (or, with `resume`, reattaches to the run of `run_id`).
     `tags` are added to the parent's (search.previous_run: the MLflow id of the study's run
-    before this one, which a scheduled re-run continues)."""
+    before this one, which a scheduled re-run continues). `register=False`: no model is
+    registered (a training function of the user's own writes checkpoints `loader` cannot
+    rebuild)."""
     tracking = dict(field_of(space, "tracking", {}) or {})
     if not tracking.get("enabled", True):
         return None
@@ -54,7 +56,8 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
         name=space.name, output_dir=str(output), run_id=run_id, metric=objective.metric,
         mode=objective.mode, keep_checkpoints=int(tracking.get("keep_checkpoints", 3)),
         budget=max_epochs(space, budget_of(space)),
-        register_as=tracking.get("register_as") or space.name, loader=loader)
+        register_as=(tracking.get("register_as") or space.name) if register else "",
+        loader=loader)
     settings.save()
     writer = settings.writer(client)
     if writer.down:  # a spool left by an earlier session of this run goes first

@@ -1,0 +1,125 @@
+"""The user's own code a space names: a training function (`fit:` or `--fit`) and the model and
+data factories whose arguments it searches. Imported, never run, before any trial: a missing
+module, a name that is not a function, a signature that cannot take what we pass, an argument
+the factory does not have — each one line, exit 2 (docs/own-training.md).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from search.errors import UserError
+
+DEFAULT_FIT = "trainers:fit"
+# What a trial passes to a training function besides the config; each is given only when the
+# function declares it (or takes **kwargs), so `def fit(config, *, report)` is enough.
+FIT_KEYWORDS = ("report", "checkpoint_dir", "resume_from", "cpus")
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr or "fit")
+
+
+def resolve_fit(path: str, where: str | None = None) -> Callable[..., Any]:
+    """The training function at "package.module:function"; `where` names it in messages
+    (default `--fit PATH`; a space's `file:line: fit: PATH`)."""
+    where = where or f"--fit {path}"
+    try:
+        fn = _import(path)
+    except Exception as err:  # noqa: BLE001 - any error of the user's module: one line
+        why = " ".join(str(err).split())
+        if not isinstance(err, (ImportError, AttributeError)):
+            why = f"{type(err).__name__}: {why}"
+        raise UserError(f"{where}: cannot import it ({why}); expected "
+                        '"package.module:function", a training function fn(config, *, '
+                        "report, ...) (docs/own-training.md)") from None
+    if not callable(fn):
+        raise UserError(f"{where}: is not a function (a {type(fn).__name__})")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return fn  # a builtin without a signature: trust it
+    try:
+        sig.bind({}, report=None)
+    except TypeError as err:
+        raise UserError(f"{where}: its signature {sig} cannot take (config, report=...) "
+                        f"({err}); write fn(config, *, report, checkpoint_dir=None, "
+                        "resume_from=None, cpus=None)") from None
+    return fn
+
+
+def fit_keywords(fn: Callable[..., Any], offered: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of `offered` that `fn` takes (all of them when it has **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return offered
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return offered
+    return {k: v for k, v in offered.items() if k in params}
+
+
+def fit_result(result: Any, reported: list[dict]) -> Any:
+    """What a training function returned, as the fields the search reads (FitResult's):
+    a dict or None is read as a record whose missing `history` is what it reported."""
+    if result is None:
+        result = {}
+    if isinstance(result, dict):
+        return SimpleNamespace(**{"history": list(reported), **result})
+    return result
+
+
+def space_fit(space: Any, override: str | None = None) -> str:
+    """The training function of a run: `--fit` over the space's `fit:` over the built-in."""
+    return override or getattr(space, "fit", None) or DEFAULT_FIT
+
+
+def check_space_fit(space: Any) -> None:
+    """The space's `fit:` imports and can be called (a located one-line error if not)."""
+    path = getattr(space, "fit", None)
+    if path and hasattr(space, "error"):
+        where = str(space.error(("fit",), "", show_value=False)).rstrip(": ")
+        resolve_fit(path, f"{where} {path}")
+
+
+def check_factories(space: Any) -> None:
+    """Every argument a model or data factory is given (fixed in `kwargs` or searched under
+    `space.<group>.kwargs`) is one of its parameters, where the factory can be imported now
+    and has no **kwargs. A factory that does not import is left to the trial (or to the
+    driver's data check) to report."""
+    fixed = getattr(space, "fixed", None)
+    if not isinstance(fixed, dict) or not hasattr(space, "error"):
+        return  # not a spaces.Space (the search package's own test doubles)
+    for group in ("model", "data"):
+        settings = fixed.get(group, {})
+        path = settings.get("factory")
+        if not path:
+            continue
+        try:
+            fn = _import(path)
+            params = inspect.signature(fn).parameters
+        except Exception:  # noqa: BLE001 - not importable here: the trial says why
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        names = ", ".join(params) or "none"
+        rule = f"not an argument of {group} factory {path} (its parameters: {names})"
+        for name in settings.get("kwargs") or {}:
+            if name not in params:
+                raise space.error((group, "kwargs", name), rule, name)
+        for p in space.params + space.constants:
+            name = p.path.rsplit(".", 1)[1]
+            if p.path.startswith(f"{group}.kwargs.") and name not in params:
+                raise space.error(p, rule, name)
+
+
+def check_user_code(space: Any, fit: str | None = None) -> None:
+    """Before any trial: the run's training function and the factories' arguments."""
+    if fit:
+        resolve_fit(fit)
+    else:
+        check_space_fit(space)
+    check_factories(space)
