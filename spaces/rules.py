@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from trainers.catalog import OFFICIAL_TEST
+
 from .errors import Raw, SpaceError
 from .params import Param
 from .settings import Fixed, resolve
@@ -53,10 +55,20 @@ def _nesterov(cfg: dict) -> Broken | None:
 
 
 def _fractions(cfg: dict) -> Broken | None:
+    # null takes the trainer's defaults (0.1, 0.2); a dataset's own test split takes no fraction
     d = cfg["data"]
-    if d["val_fraction"] + d["test_fraction"] >= 1:
-        return ("val_fraction + test_fraction must be < 1",
-                f"{d['val_fraction']:g} + {d['test_fraction']:g}")
+    val, test = d["val_fraction"], d["test_fraction"]
+    if d["dataset"] in OFFICIAL_TEST:
+        if test not in (None, 0):
+            return (f"{d['dataset']} has an official test split, which is its test split: "
+                    "leave test_fraction out (or 0)", f"test_fraction={test:g}")
+        return None
+    if test == 0 and d["dataset"] != "factory":  # a factory may return its own test part
+        return (f"{d['dataset']} has no test split of its own: test_fraction must be > 0",
+                "test_fraction=0")
+    val, test = 0.1 if val is None else val, 0.2 if test is None else test
+    if val + test >= 1:
+        return ("val_fraction + test_fraction must be < 1", f"{val:g} + {test:g}")
     return None
 
 
@@ -129,7 +141,8 @@ _IMAGE = ("data.dataset", "data.resize", "data.image_size")
 RULES = (
     Rule("optimizer.nesterov", ("optimizer.name", "optimizer.nesterov", "optimizer.momentum",
                                 "optimizer.dampening"), _nesterov),
-    Rule("data.test_fraction", ("data.val_fraction", "data.test_fraction"), _fractions),
+    Rule("data.test_fraction", ("data.dataset", "data.val_fraction", "data.test_fraction"),
+         _fractions),
     Rule("data.batch_size_max", ("data.batch_size", "data.batch_size_max",
                                  "data.batch_size_double_every"), _batch_schedule),
     Rule("scheduler.warmup_epochs", ("scheduler.warmup_epochs", "train.epochs"), _warmup),

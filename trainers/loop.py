@@ -53,6 +53,7 @@ class FitResult:
     checkpoint: str | None
     notes: list[str] = field(default_factory=list)  # e.g. the fp16-on-CPU fallback
     folds: list["FitResult"] = field(default_factory=list)  # data.kfold > 1: one per fold
+    split: str = ""  # where the splits came from: "official test set, validation carved 10% ..."
 
 
 # ------------------------------------------------------------------ small pure pieces
@@ -133,6 +134,13 @@ def evaluate(model: nn.Module, split, device: torch.device,
     return loss.item() / n, correct.item() / n
 
 
+def augment_context(data) -> Context:
+    """What the augmentation steps need to know about loaded data."""
+    return Context(data.in_channels, data.num_classes, tuple(map(float, data.mean)),
+                   tuple(map(float, data.std)), (data.in_channels, *data.image_size),
+                   tuple(map(float, getattr(data, "value_range", (0.0, 1.0)))))
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
@@ -203,9 +211,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.scaler else None
         self.averager = WeightAverager(model, tr["averaging"], epochs=self.epochs,
                                        swa_start=tr["swa_start"], ema_decay=tr["ema_decay"])
-        self.augment = build_augment(cfg["augment"], Context(
-            data.in_channels, data.num_classes, tuple(map(float, data.mean)),
-            tuple(map(float, data.std))))
+        self.augment = build_augment(cfg["augment"], augment_context(data))
         self.gens = {"batches": torch.Generator(data.train.device).manual_seed(seeds["batches"]),
                      "augment": torch.Generator(device).manual_seed(seeds["augment"]),
                      "mixing": torch.Generator().manual_seed(seeds["mixing"])}
@@ -370,4 +376,5 @@ class _Run:
                          best_val_accuracy=self.best["val_accuracy"], test_accuracy=test_accuracy,
                          num_params=count_parameters(self.model),
                          stopped_early=stopped, notes=self.notes,
+                         split=getattr(self.data, "split", ""),
                          checkpoint=str(best_pt) if best_pt and best_pt.exists() else None)
