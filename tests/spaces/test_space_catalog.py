@@ -9,7 +9,7 @@ from search.errors import UserError
 from spaces import SpaceError
 from spaces.specs import declaration
 from spaces.yamlio import dump_yaml
-from trainers.catalog import GROUPS
+from trainers.catalog import OFFICIAL_TEST, GROUPS
 
 REQUIRED_FIXED = {"image_folder": {"root": "/data/images"},
                   "factory": {"factory": "my_pkg.things:make"}}
@@ -46,6 +46,8 @@ def test_every_option_can_be_fixed_and_searched_as_its_catalog_says(gname, varia
         fixed[group.selector] = variant
     fixed.update(COMPANIONS.get(key, {}))
     value = opt.default if opt.default is not None else _example(key, opt)
+    if key == "test_fraction" and variant in OFFICIAL_TEST:
+        value = 0.0  # its own test split: only null or 0
     doc = {gname: {**fixed, key: value}}
     space = load(dump_yaml(doc))
     assert space.fixed[gname][key] == value
@@ -66,6 +68,8 @@ def test_every_option_can_be_fixed_and_searched_as_its_catalog_says(gname, varia
 def _example(key, opt):
     if key == "batch_size_max":
         return 256
+    if key in ("val_fraction", "test_fraction"):
+        return 0.25
     return {"int": 4, "float": 0.5, "str": "x" if opt.check is None else None,
             "bool": True}.get(opt.kind) or "pkg.mod:fn"
 

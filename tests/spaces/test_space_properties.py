@@ -28,6 +28,7 @@ EXCLUDED = {"optimizer.nesterov", "optimizer.dampening", "data.batch_size_max",
             "data.batch_size_double_every", "scheduler.warmup_epochs", "train.epochs",
             "train.swa_start", "model.depth", "model.downsample", "data.resize",
             "data.image_size", "augment.cutout", "augment.cutout_size",
+            "data.test_fraction",  # null or 0 on datasets with their own test split
             # padding = dilation·(kernel_size - 1)/2 must fit the feature maps (reflect,
             # circular): a fresh example database found digits + dilation 4 (8×8 images)
             "model.dilation", "model.kernel_size"}
