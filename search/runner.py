@@ -81,6 +81,8 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run prints its own lines
 
     preflight.check_data(space)  # missing data files: one line now, before Ray or any folder
+    if options.fit == DEFAULT_FIT:  # a factory's mistake: one line now, not in every trial
+        preflight.check_user_code(space)
     output = output_dir(space.name, options.output)
     run_id = new_run_id(output)
     exp_dir = output / run_id

@@ -124,6 +124,8 @@ def _from_dataset(ds: Any, where: str) -> Source:
 
 def _one(out: Any, where: str) -> Source:
     """One pool or part: (samples, labels) or a Dataset."""
+    if inspect.isclass(out):
+        raise TrainerError(f"{where} returned {_kind(out)}; expected {_EXPECTED}")
     if isinstance(out, (tuple, list)):
         if len(out) != 2:
             raise TrainerError(f"{where} returned a {type(out).__name__} of {len(out)} items; "

@@ -15,14 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.preflight import check_user_code
     from spaces import SpaceError, load_space
+    from trainers.errors import TrainerError
 
     failed = 0
     for i, path in enumerate(args.files):
         try:
             space = load_space(path, filename=path)
-        except SpaceError as err:
-            print(f"error: {err}", file=sys.stderr)
+            check_user_code(space)  # its factories tried once (only spaces that have some)
+        except (SpaceError, TrainerError) as err:
+            print(f"error: {err}" if isinstance(err, SpaceError) else f"error: {path}: {err}",
+                  file=sys.stderr)
             failed += 1
             continue
         print(("\n" if i else "") + space.describe())
