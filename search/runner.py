@@ -81,6 +81,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run prints its own lines
 
     preflight.check_data(space)  # missing data files: one line now, before Ray or any folder
+    preflight.check_devices(space)
     if options.fit == DEFAULT_FIT:  # a factory's mistake: one line now, not in every trial
         preflight.check_user_code(space)
     output = output_dir(space.name, options.output)

@@ -282,8 +282,8 @@ TRAIN = Group(
         "epochs": O("int", 12, "passes over the training split (also the pruning budget)",
                     POS_INT),
         "seed": O("int", 0, "seed of weights, batches and augmentation", NONNEG_INT),
-        "precision": O("str", "fp32", "fp16 (with loss scaling) and bf16 autocast on GPU; fp16 "
-                       "falls back to fp32 on CPU with a note", one_of("fp32", "fp16", "bf16")),
+        "precision": O("str", "fp32", "fp16 (with loss scaling, CUDA only: an error on a CPU) "
+                       "and bf16 autocast", one_of("fp32", "fp16", "bf16")),
         "grad_accum": O("int", 1, "micro-batches accumulated per optimiser step", POS_INT),
         "grad_checkpointing": O("bool", False, "recompute activations in backward (less memory)"),
         "temperature": O("float", 1.0, "logits are divided by T during training", POSITIVE),

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.preflight import check_user_code
+    from search.errors import UserError
+    from search.preflight import check_devices, check_user_code
     from spaces import SpaceError, load_space
     from trainers.errors import TrainerError
 
@@ -23,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
     for i, path in enumerate(args.files):
         try:
             space = load_space(path, filename=path)
+            check_devices(space)
             check_user_code(space)  # its factories tried once (only spaces that have some)
-        except (SpaceError, TrainerError) as err:
+        except (SpaceError, UserError, TrainerError) as err:
             print(f"error: {err}" if isinstance(err, SpaceError) else f"error: {path}: {err}",
                   file=sys.stderr)
             failed += 1

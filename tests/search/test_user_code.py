@@ -101,3 +101,15 @@ def test_tabular_search_end_to_end_with_pruning_and_mlflow(ray_cluster, tmp_path
     children = [r for r in runs if r.data.tags.get("search.key", "").startswith("trial/")]
     assert len(children) == 3
     assert all("val_accuracy" in r.data.metrics for r in children)
+
+
+def test_fp16_for_trials_without_a_gpu_is_refused_before_ray(tmp_path, capsys):
+    path = tmp_path / "half.yaml"
+    path.write_text("name: half\ndata: {dataset: digits}\ntrain: {precision: fp16}\n"
+                    "space:\n  optimizer:\n    lr: {low: 1.0e-3, high: 1.0e-2}\n"
+                    "resources: {cpu: 1}\n")
+    assert main(["validate", str(path)]) == 2
+    assert "train.precision: fp16 needs a CUDA device, but resources.gpu is 0" in \
+        capsys.readouterr().err
+    assert main(["run", str(path), "--output", str(tmp_path / "runs"), "--plain"]) == 2
+    assert not (tmp_path / "runs").exists()
