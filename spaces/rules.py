@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainers.catalog import OFFICIAL_TEST
+from trainers.catalog import MODEL_INPUTS, OFFICIAL_TEST
 
 from .errors import Raw, SpaceError
 from .params import Param
@@ -131,6 +131,15 @@ def _cutout(cfg: dict) -> Broken | None:
     return None
 
 
+def _model_input(cfg: dict) -> Broken | None:
+    # every dataset but a factory holds images (a factory's data are checked on the driver)
+    name, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
+    if dataset != "factory" and "image" not in MODEL_INPUTS.get(name, ("image",)):
+        return (f"{name} takes {' or '.join(MODEL_INPUTS[name])} data, but {dataset} holds "
+                "images", f"model.name={name}, data.dataset={dataset}")
+    return None
+
+
 def _kfold(cfg: dict) -> Broken | None:
     if cfg["data"]["kfold"] == 1:
         return "kfold must be 0 (off) or at least 2", "kfold=1"
@@ -151,6 +160,7 @@ RULES = (
                                 "model.kernel_size", "model.depth", "model.downsample",
                                 "model.convs_per_block") + _IMAGE, _padding),
     Rule("augment.cutout_size", ("augment.cutout", "augment.cutout_size") + _IMAGE, _cutout),
+    Rule("model.name", ("model.name", "data.dataset"), _model_input),
     Rule("data.kfold", ("data.kfold",), _kfold),
 )
 _READS = {path for rule in RULES for path in rule.reads}

@@ -306,6 +306,12 @@ TRAIN = Group(
     },
 )
 
+# The samples each model takes (models.py refuses others by name). Every dataset but a factory
+# holds images, so the space language checks the pairing of the others when a space is loaded.
+_ANY = ("tabular", "sequence", "image")
+MODEL_INPUTS = {"mlp": _ANY, "cnn": ("image",), "cnn1d": ("sequence",), "resnet18": ("image",),
+                "resnet34": ("image",), "mobilenet_v3_small": ("image",), "factory": _ANY}
+
 # Datasets whose files hold an official test split: it is their test split (validation is
 # carved from the training files), so data.test_fraction may only be null or 0 for them.
 OFFICIAL_TEST = ("mnist", "fashion_mnist", "cifar10", "cifar100")

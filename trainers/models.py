@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .backbones import build_mobilenet, build_resnet, load_weights
+from .catalog import MODEL_INPUTS
 from .errors import TrainerError
 from .layers import ACTIVATIONS, DropConnectLinear, GradCheckpointing, dropout, init_weights
 from .settings import call_factory, import_factory, resolve_group
@@ -247,20 +248,21 @@ class ModelInfo:
     name: str
     build: Callable[[dict, int, int, tuple[int, ...]], nn.Module]
     doc: str
-    inputs: tuple[str, ...] = ("image",)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return MODEL_INPUTS[self.name]
 
 
-_ANY = ("tabular", "sequence", "image")
 MODELS: dict[str, ModelInfo] = {info.name: info for info in (
     ModelInfo("mlp", build_mlp, "fully connected network on feature rows (or flattened "
-              "sequences and images)", _ANY),
+              "sequences and images)"),
     ModelInfo("cnn", build_cnn, "configurable convolutional network (images)"),
-    ModelInfo("cnn1d", build_cnn, "configurable 1-D convolutional network (sequences)",
-              ("sequence",)),
+    ModelInfo("cnn1d", build_cnn, "configurable 1-D convolutional network (sequences)"),
     ModelInfo("resnet18", build_resnet, "torchvision ResNet-18, adapted stem"),
     ModelInfo("resnet34", build_resnet, "torchvision ResNet-34, adapted stem"),
     ModelInfo("mobilenet_v3_small", build_mobilenet, "torchvision MobileNetV3-Small"),
-    ModelInfo("factory", build_factory, 'a user function "package.module:function"', _ANY),
+    ModelInfo("factory", build_factory, 'a user function "package.module:function"'),
 )}
 
 

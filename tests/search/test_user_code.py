@@ -88,12 +88,14 @@ def test_tabular_search_end_to_end_with_pruning_and_mlflow(ray_cluster, tmp_path
     out = tmp_path / "runs"
     assert main(["run", str(path), "--output", str(out), "--plain", "--retries", "0",
                  "--no-stages"]) == 0, capsys.readouterr().err
+    assert "test split: carved: validation 10%, test 20%" in capsys.readouterr().out
     study = studies.load_study(studies.open_storage(f"sqlite:///{out / 'study.db'}"),
                                "tabular_e2e")
     states = [t.state.name for t in study.trials]
     assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states
     best = study.best_trial
     assert best.value > 0.6 and best.user_attrs["test_accuracy"] > 0.6  # chance: 1/3
+    assert best.user_attrs["split"] == "carved: validation 10%, test 20%"
     db = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=db, registry_uri=db)
     exp = client.get_experiment_by_name("tabular_e2e")

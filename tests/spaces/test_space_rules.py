@@ -35,6 +35,7 @@ CASES = [
     # a dataset's official test split is its test split; a pooled one needs a test fraction
     ({"data": {"dataset": "cifar10", "test_fraction": 0.2}}, "data.test_fraction"),
     ({"data": {"dataset": "mnist5k", "test_fraction": 0.0}}, "data.test_fraction"),
+    ({"model": {"name": "cnn1d"}}, "model.name"),  # sequences only; mnist5k holds images
 ]
 
 
