@@ -276,7 +276,8 @@ def check_input(name: str, input_shape: tuple[int, ...]) -> None:
             f"model.name: {name} takes {' or '.join(f'{k} ({_SHAPES[k]})' for k in takes)} "
             f"data, but the samples are {kind or 'of rank ' + str(len(input_shape) + 1)} data "
             f"of shape {tuple(input_shape)}; use {', '.join(fits) or 'a factory'} (or a "
-            f"model.factory)")
+            f"model.factory)" + ("; one-channel signals of length L are given as N×1×L"
+                                 if kind == "tabular" and "sequence" in takes else ""))
 
 
 def build_model(model_cfg: dict, *, in_channels: int, num_classes: int,
