@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from trainers.catalog import MODEL
+from trainers.catalog import MODEL, MODEL_INPUTS
 from trainers.errors import TrainerError
 from trainers.layers import DropConnectLinear
 from trainers.models import MODELS, ConvBlock, build_model, count_parameters
@@ -23,7 +23,7 @@ def build(name="cnn", c=1, size=28, classes=10, **cfg):
 
 
 def test_registry_matches_catalog():
-    assert set(MODELS) == set(MODEL.variants)
+    assert set(MODELS) == set(MODEL.variants) == set(MODEL_INPUTS)
 
 
 # ------------------------------------------------------------------------ every model builds
@@ -467,3 +467,18 @@ def test_factory_model_mistakes(user_module, attr, message):
 def test_settings_mistakes(cfg, message):
     with pytest.raises(TrainerError, match=message):
         build_model(cfg, in_channels=1, num_classes=10, image_size=(28, 28))
+
+
+def test_cnn1d_and_mlp_take_sequences_and_rows():
+    m = build_model({"name": "cnn1d", "downsample": "stride", "residual": True}, in_channels=2,
+                    num_classes=5, image_size=(40,))
+    assert isinstance(m.blocks[0].body[0], nn.Conv1d) and m(torch.randn(4, 2, 40)).shape == (4, 5)
+    m = build_model({"name": "cnn1d", "head": "flatten", "depth": 3}, in_channels=1,
+                    num_classes=3, image_size=(41,))  # odd lengths keep their edge
+    assert m(torch.randn(2, 1, 41)).shape == (2, 3)
+    with pytest.raises(TrainerError, match=r"model\.padding_mode: 'reflect' padding of 2 px "
+                                           r"needs larger feature maps, but block 3 works on 2 px"):
+        build_model({"name": "cnn1d", "padding_mode": "reflect", "depth": 3}, in_channels=1,
+                    num_classes=3, image_size=(8,))
+    m = build_model({"name": "mlp", "width": 8}, in_channels=13, num_classes=3, image_size=())
+    assert m.blocks[0][0].in_features == 13 and m(torch.randn(4, 13)).shape == (4, 3)
