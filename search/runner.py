@@ -274,6 +274,8 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     preflight.check_data(space)  # the files may have moved since the run started
     saved = run_info.get("options", {})
     fit = saved.get("fit", DEFAULT_FIT)
+    if fit == DEFAULT_FIT:  # the user's factories may have changed since the run started
+        preflight.check_user_code(space)
     plan, _ = _plan(space, fit, exp_dir)
     storage = studies.open_storage(run_info["storage_url"])
     study = studies.load_study(storage, run_info["study_name"])
