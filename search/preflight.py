@@ -5,6 +5,15 @@ trial, one by one, minutes later on the workers.
 fixed `data` settings, and each choice of a searched `data.dataset` (with the settings its
 branch sets, e.g. its own `root`). Only names in folders are looked at
 (`trainers.datasets.check_data`), so it takes a moment whatever the dataset's size.
+
+`check_devices(space)`: fp16 asked for trials that get no GPU.
+
+`check_user_code(space)`: a space with a data or model factory has its first configuration (the
+lowest value or first choice of every searched parameter) tried on the driver
+(`trainers.preflight.check_config`): the factories imported and called, the data loaded and
+split once, the model built and run on two samples. A factory's deterministic mistake is then
+one line (exit 2) before Ray starts, not a failure in every trial. Spaces without user code
+skip it, so their driver never imports torch.
 """
 from __future__ import annotations
 
@@ -72,3 +81,40 @@ def check_data(space: Any) -> None:
             from trainers.datasets import check_data as check
 
             check(data)
+
+
+def check_devices(space: Any) -> None:
+    """UserError when a setting needs a GPU that no trial gets: fp16 (loss scaling) with
+    resources.gpu 0 (Ray hides every GPU from such a trial)."""
+    from search.errors import UserError
+
+    resources = getattr(space, "resources", None) or {}
+    if resources.get("gpu", 0) or not isinstance(getattr(space, "fixed", None), dict):
+        return
+    values = {(space.fixed.get("train") or {}).get("precision")}
+    for p in getattr(space, "params", None) or []:
+        if getattr(p, "path", "") == "train.precision":
+            values |= set(getattr(getattr(p, "distribution", None), "choices", ()) or ())
+    if "fp16" in values:
+        raise UserError("train.precision: fp16 needs a CUDA device, but resources.gpu is 0, so "
+                        "every trial trains on a CPU; use fp32 or bf16, or give trials a GPU")
+
+
+def uses_user_code(config: dict) -> bool:
+    """Whether a config trains on a data factory or a model factory."""
+    data, model = config.get("data") or {}, config.get("model") or {}
+    return data.get("dataset") == "factory" or model.get("name") == "factory"
+
+
+def check_user_code(space: Any) -> dict | None:
+    """TrainerError (one line) when the space's first configuration fails with its user code;
+    what was found (input shape, classes, split sizes) otherwise, None without user code."""
+    try:
+        config = space.define_by_run(_Pinned({}))
+    except Exception:  # not a space of the trainer's settings (a --fit of one's own)
+        return None
+    if not isinstance(config, dict) or not uses_user_code(config):
+        return None
+    from trainers.preflight import check_config
+
+    return check_config(config)

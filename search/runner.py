@@ -84,6 +84,9 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     preflight.check_data(space)  # missing data files: one line now, before Ray or any folder
     check_user_code(space, options.fit)  # the fit function and the factories' arguments
     options = replace(options, fit=space_fit(space, options.fit))
+    preflight.check_devices(space)
+    if options.fit == DEFAULT_FIT:  # a factory's mistake: one line now, not in every trial
+        preflight.check_user_code(space)
     output = output_dir(space.name, options.output)
     run_id = new_run_id(output)
     exp_dir = output / run_id
@@ -275,6 +278,8 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     preflight.check_data(space)  # the files may have moved since the run started
     saved = run_info.get("options", {})
     fit = saved.get("fit") or space_fit(space)
+    if fit == DEFAULT_FIT:  # the user's factories may have changed since the run started
+        preflight.check_user_code(space)
     plan, _ = _plan(space, fit, exp_dir)
     storage = studies.open_storage(run_info["storage_url"])
     study = studies.load_study(storage, run_info["study_name"])

@@ -51,7 +51,9 @@ def run_summary(study, run_id: str, objectives: Sequence[Objective], limit: int 
     else:
         lines.append(f"top trials of study {study.study_name} (all runs):")
         lines.append(trial_table(studies.ranked(study, limit), objectives, limit))
-    lines.append(f"best: trial #{best[0].number}; its config: search best {study.study_name}")
+    split = best[0].user_attrs.get("split")
+    lines.append(f"best: trial #{best[0].number}; its config: search best {study.study_name}"
+                 + (f"\ntest split: {split}" if split else ""))
     return "\n".join(lines)
 
 
@@ -63,8 +65,10 @@ def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str
     if best and len(objectives) == 1:
         t = best[0]
         test = t.user_attrs.get("test_accuracy")
+        split = t.user_attrs.get("split")
         lines.append(f"best: trial #{t.number} {objectives[0].metric} = {_num(t.values[0])}"
-                     + (f", test_accuracy = {_num(test)}" if test is not None else ""))
+                     + (f", test_accuracy = {_num(test)}" if test is not None else "")
+                     + (f" (split: {split})" if split else ""))
     elif best:
         lines.append(f"Pareto front: trials {', '.join('#' + str(t.number) for t in best)}")
     else:

@@ -142,7 +142,8 @@ def final_fields(result: Any, objectives: tuple[Objective, ...], trial_dir: str)
     out = {FINISHED_KEY: True, "selected_epoch": getattr(result, "best_epoch", None),
            "epochs_run": len(getattr(result, "history", []) or []),
            "test_accuracy": getattr(result, "test_accuracy", None),
-           "num_params": getattr(result, "num_params", None), "trial_dir": trial_dir}
+           "num_params": getattr(result, "num_params", None), "trial_dir": trial_dir,
+           "split": getattr(result, "split", None) or None}
     for o in objectives:
         value = selected_value(result, o.metric)
         out[FINAL_PREFIX + o.metric] = float(value) if isinstance(value, (int, float)) \

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from trainers.catalog import MODEL_INPUTS, OFFICIAL_TEST
+
 from .errors import Raw, SpaceError
 from .params import Param
 from .settings import Fixed, resolve
@@ -53,10 +55,20 @@ def _nesterov(cfg: dict) -> Broken | None:
 
 
 def _fractions(cfg: dict) -> Broken | None:
+    # null takes the trainer's defaults (0.1, 0.2); a dataset's own test split takes no fraction
     d = cfg["data"]
-    if d["val_fraction"] + d["test_fraction"] >= 1:
-        return ("val_fraction + test_fraction must be < 1",
-                f"{d['val_fraction']:g} + {d['test_fraction']:g}")
+    val, test = d["val_fraction"], d["test_fraction"]
+    if d["dataset"] in OFFICIAL_TEST:
+        if test not in (None, 0):
+            return (f"{d['dataset']} has an official test split, which is its test split: "
+                    "leave test_fraction out (or 0)", f"test_fraction={test:g}")
+        return None
+    if test == 0 and d["dataset"] != "factory":  # a factory may return its own test part
+        return (f"{d['dataset']} has no test split of its own: test_fraction must be > 0",
+                "test_fraction=0")
+    val, test = 0.1 if val is None else val, 0.2 if test is None else test
+    if val + test >= 1:
+        return ("val_fraction + test_fraction must be < 1", f"{val:g} + {test:g}")
     return None
 
 
@@ -119,6 +131,15 @@ def _cutout(cfg: dict) -> Broken | None:
     return None
 
 
+def _model_input(cfg: dict) -> Broken | None:
+    # every dataset but a factory holds images (a factory's data are checked on the driver)
+    name, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
+    if dataset != "factory" and "image" not in MODEL_INPUTS.get(name, ("image",)):
+        return (f"{name} takes {' or '.join(MODEL_INPUTS[name])} data, but {dataset} holds "
+                "images", f"model.name={name}, data.dataset={dataset}")
+    return None
+
+
 def _kfold(cfg: dict) -> Broken | None:
     if cfg["data"]["kfold"] == 1:
         return "kfold must be 0 (off) or at least 2", "kfold=1"
@@ -129,7 +150,8 @@ _IMAGE = ("data.dataset", "data.resize", "data.image_size")
 RULES = (
     Rule("optimizer.nesterov", ("optimizer.name", "optimizer.nesterov", "optimizer.momentum",
                                 "optimizer.dampening"), _nesterov),
-    Rule("data.test_fraction", ("data.val_fraction", "data.test_fraction"), _fractions),
+    Rule("data.test_fraction", ("data.dataset", "data.val_fraction", "data.test_fraction"),
+         _fractions),
     Rule("data.batch_size_max", ("data.batch_size", "data.batch_size_max",
                                  "data.batch_size_double_every"), _batch_schedule),
     Rule("scheduler.warmup_epochs", ("scheduler.warmup_epochs", "train.epochs"), _warmup),
@@ -138,6 +160,7 @@ RULES = (
                                 "model.kernel_size", "model.depth", "model.downsample",
                                 "model.convs_per_block") + _IMAGE, _padding),
     Rule("augment.cutout_size", ("augment.cutout", "augment.cutout_size") + _IMAGE, _cutout),
+    Rule("model.name", ("model.name", "data.dataset"), _model_input),
     Rule("data.kfold", ("data.kfold",), _kfold),
 )
 _READS = {path for rule in RULES for path in rule.reads}

@@ -1,4 +1,5 @@
-"""PyTorch training for image classifiers. Knows nothing about Ray, Optuna or MLflow.
+"""PyTorch training for classifiers of images, sequences and feature rows. Knows nothing about
+Ray, Optuna or MLflow.
 
     from trainers import fit
     result = fit({"data": {"dataset": "mnist5k"}}, report=print)
@@ -23,6 +24,7 @@ _EXPORTS = {
     "DATASETS": "datasets", "Data": "datasets", "load_data": "datasets",
     "MODELS": "models", "build_model": "models", "count_parameters": "models",
     "TrainerError": "errors", "DivergedError": "errors",
+    "check_config": "preflight",
 }
 __all__ = sorted(_EXPORTS)
 

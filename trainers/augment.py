@@ -1,17 +1,22 @@
 """Training-time augmentation: batch-wise tensor ops on the training device.
 
 Each step of the registry `AUGMENTATIONS` is keyed by the `augment` option that turns it on and
-works on a whole normalised batch (B, C, H, W) at once. Per-sample random values come from a
+works on a whole normalised batch (B, C, H, W images; B, C, L sequences; B, F rows) at once. Per-sample random values come from a
 torch.Generator on the batch's device, the few per-batch scalars (mixing) from a CPU one, so a
 seed gives the same batches every run and a GPU batch never waits for the host. The steps run
 in the registry's order: geometry, colour, cutout, mixing, noise.
+
+Each step declares what it assumes (`AugmentStep.images`: geometry on an image; `.unit_range`:
+raw values in [0, 1]); `check_augment` refuses a step turned on for data that break it, naming
+the option, before training starts. `shift` left at null is 2 on images and off otherwise, so
+the defaults never touch other data.
 
 Notes on the semantics:
 - shift pads by `shift` pixels of black (raw value 0, as torchvision's RandomCrop(padding)) and
   crops back at a random offset per sample, i.e. a random translation of up to `shift` pixels.
 - colour jitter works on raw pixel values in [0, 1] (un-normalised with the data's mean/std and
   normalised again), with torchvision's factor ranges, in a fixed order: brightness, contrast,
-  saturation, hue. Saturation and hue need three channels and are ignored on one-channel data.
+  saturation, hue. Saturation and hue need three channels (an error on other images).
 - cutout erases a `cutout_size` square (clipped at the border) centred anywhere in the image,
   to 0 in normalised units, i.e. to the dataset mean.
 - mixup and cutmix draw lambda ~ Beta(alpha, alpha) once per batch and pair each sample with a
@@ -32,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import TrainerError
 from .settings import resolve_group
 
 # op(x, y, g, host): g draws per-sample values on the batch's device (no host sync on a GPU),
@@ -48,18 +54,27 @@ class Context:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    shape: tuple[int, ...] = ()  # one sample's (C, H, W), (C, L) or (F,); () = an image
+    value_range: tuple[float, float] = (0.0, 1.0)  # raw (min, max) of the training split
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) in (0, 3)
 
 
 @dataclass(frozen=True)
 class AugmentStep:
     name: str  # the augment option that turns the step on
     make: Callable[[dict, Context], Op | None]  # None: off for this config and data
+    images: bool = False  # image geometry: only for N×C×H×W data
+    unit_range: bool = False  # clamps raw values to [0, 1]: only for data within [0, 1]
+    rgb: bool = False  # needs three channels
 
 
 def _rand(x: Tensor, g: torch.Generator, low: float = 0.0, high: float = 1.0) -> Tensor:
-    """One uniform number per sample, shaped (B, 1, 1, 1) to broadcast over the image."""
+    """One uniform number per sample, shaped (B, 1, ...) to broadcast over the sample."""
     u = torch.rand(x.shape[0], generator=g, device=x.device, dtype=x.dtype)
-    return (low + (high - low) * u).view(-1, 1, 1, 1)
+    return (low + (high - low) * u).view(-1, *([1] * (x.dim() - 1)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -83,8 +98,15 @@ def _flip(dim: int) -> Callable[[dict, Context], Op | None]:
     return make
 
 
+def shift_of(cfg: dict, ctx: Context) -> int:
+    """The shift in pixels: null is 2 on images and off on other data."""
+    if cfg["shift"] is None:
+        return 2 if ctx.is_image else 0
+    return int(cfg["shift"])
+
+
 def _shift(cfg: dict, ctx: Context) -> Op | None:
-    s = int(cfg["shift"])
+    s = shift_of(cfg, ctx)
     if s <= 0:
         return None
     black = tuple(-m / sd for m, sd in zip(ctx.mean, ctx.std))
@@ -102,12 +124,12 @@ def _shift(cfg: dict, ctx: Context) -> Op | None:
     return op
 
 
-def _colour(key: str, needs_rgb: bool, jitter: Callable[[Tensor, Tensor], Tensor]):
+def _colour(key: str, jitter: Callable[[Tensor, Tensor], Tensor]):
     """A ColorJitter step on raw pixels: factor per sample, then clamp to [0, 1]."""
 
     def make(cfg: dict, ctx: Context) -> Op | None:
         m = float(cfg[key])
-        if m <= 0.0 or (needs_rgb and ctx.channels != 3):
+        if m <= 0.0:
             return None
         low, high = (-m, m) if key == "hue" else (max(0.0, 1.0 - m), 1.0 + m)
 
@@ -236,18 +258,21 @@ def _noise(cfg: dict, ctx: Context) -> Op | None:
 
 
 AUGMENTATIONS: dict[str, AugmentStep] = {s.name: s for s in (
-    AugmentStep("hflip", _flip(-1)),
-    AugmentStep("vflip", _flip(-2)),
-    AugmentStep("shift", _shift),
-    AugmentStep("brightness", _colour("brightness", False, _brightness)),
-    AugmentStep("contrast", _colour("contrast", False, _contrast)),
-    AugmentStep("saturation", _colour("saturation", True, _saturation)),
-    AugmentStep("hue", _colour("hue", True, _hue)),
-    AugmentStep("cutout", _cutout),
+    AugmentStep("hflip", _flip(-1), images=True),
+    AugmentStep("vflip", _flip(-2), images=True),
+    AugmentStep("shift", _shift, images=True),
+    AugmentStep("brightness", _colour("brightness", _brightness), images=True,
+                unit_range=True),
+    AugmentStep("contrast", _colour("contrast", _contrast), images=True, unit_range=True),
+    AugmentStep("saturation", _colour("saturation", _saturation), images=True,
+                unit_range=True, rgb=True),
+    AugmentStep("hue", _colour("hue", _hue), images=True, unit_range=True, rgb=True),
+    AugmentStep("cutout", _cutout, images=True),
     # One mixing step serves both options: it is built under "mixup" when mixup is on (then
     # choosing per batch between the two), else under "cutmix".
     AugmentStep("mixup", lambda cfg, ctx: _mix(cfg, ctx) if float(cfg["mixup"]) > 0 else None),
-    AugmentStep("cutmix", lambda cfg, ctx: None if float(cfg["mixup"]) > 0 else _mix(cfg, ctx)),
+    AugmentStep("cutmix", lambda cfg, ctx: None if float(cfg["mixup"]) > 0 else _mix(cfg, ctx),
+                images=True),
     AugmentStep("noise", _noise),
 )}
 PARAMETERS = ("cutout_size", "mix_prob")  # options that tune a step but turn nothing on
@@ -274,9 +299,40 @@ class Augment:
         return x, y
 
 
-def build_augment(cfg: dict, ctx: Context) -> Augment:
-    """The pipeline for an `augment` config group (catalog defaults for what it leaves out)."""
+def _turned_on(cfg: dict, ctx: Context, name: str) -> bool:
+    if name == "shift":
+        return shift_of(cfg, ctx) > 0
+    return float(cfg[name]) > 0.0
+
+
+def check_augment(cfg: dict, ctx: Context) -> None:
+    """TrainerError naming the first option turned on that the data cannot take: image
+    geometry on sequences or rows, [0, 1] colour jitter on data outside [0, 1], saturation and
+    hue on images without three channels."""
     cfg = resolve_group("augment", cfg)
+    kind = {1: "rows of features", 2: "sequences"}.get(len(ctx.shape), "images")
+    low, high = ctx.value_range
+    for name, step in AUGMENTATIONS.items():
+        if not _turned_on(cfg, ctx, name):
+            continue
+        if step.images and not ctx.is_image:
+            raise TrainerError(f"augment.{name}: an image augmentation, but the data are {kind} "
+                               f"of shape {tuple(ctx.shape)}; set it to 0 (mixup and noise "
+                               f"work on any data)")
+        if step.rgb and ctx.channels != 3:
+            raise TrainerError(f"augment.{name}: needs three-channel (RGB) images, the data "
+                               f"have {ctx.channels} channel(s); set it to 0")
+        if step.unit_range and (low < -1e-6 or high > 1 + 1e-6):
+            raise TrainerError(f"augment.{name}: works on pixel values in [0, 1] (and clamps "
+                               f"to it), but the data range from {low:.3g} to {high:.3g}; set "
+                               f"it to 0, or give images scaled to [0, 1]")
+
+
+def build_augment(cfg: dict, ctx: Context) -> Augment:
+    """The pipeline for an `augment` config group (catalog defaults for what it leaves out);
+    options the data cannot take are errors (`check_augment`)."""
+    cfg = resolve_group("augment", cfg)
+    check_augment(cfg, ctx)
     steps = []
     for name, step in AUGMENTATIONS.items():
         op = step.make(cfg, ctx)

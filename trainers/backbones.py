@@ -8,7 +8,6 @@ torchvision). Nothing is ever downloaded: `weights` is a local state_dict file.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ class ResNet(GradCheckpointing, nn.Module):
 
 
 def build_resnet(cfg: dict, in_channels: int, num_classes: int,
-                 image_size: tuple[int, int]) -> nn.Module:
+                 image_size: tuple[int, ...]) -> nn.Module:
     """resnet18 / resnet34 with conv1 taking `in_channels`; `small_input`: 3×3 stride-1 stem
     and no max-pool (for 28-32 px images), else the 7×7 stride-2 stem and max-pool."""
     tv = getattr(torchvision.models, cfg["name"])(weights=None, num_classes=num_classes)
@@ -68,7 +67,7 @@ class MobileNet(GradCheckpointing, nn.Module):
 
 
 def build_mobilenet(cfg: dict, in_channels: int, num_classes: int,
-                    image_size: tuple[int, int]) -> nn.Module:
+                    image_size: tuple[int, ...]) -> nn.Module:
     """mobilenet_v3_small(width_mult) with its stem taking `in_channels` (stride 1 when
     `small_input`), dropout p before the last Linear, DropConnect on it."""
     tv = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes,
@@ -106,7 +105,8 @@ def _read_state(path: str) -> dict[str, Tensor]:
 def load_weights(model: nn.Module, path: str, arch: str) -> None:
     """Load a torchvision-format state_dict into a built backbone. conv1 is adapted when only
     its input channels differ (summed over RGB, spread over the new channels); a stem or head
-    of another shape (small_input stem, other class count) keeps its fresh initialisation."""
+    of another class count keeps its fresh initialisation; a stem of another shape (small_input)
+    is an error."""
     state = _read_state(path)
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
@@ -131,7 +131,8 @@ def load_weights(model: nn.Module, path: str, arch: str) -> None:
             raise TrainerError(f"model.weights: {key} has shape {tuple(value.shape)} in {path} "
                                f"but {tuple(target.shape)} in {arch}")
     model.load_state_dict(merged)
-    if "conv1.weight" in kept:
-        warnings.warn(f"model.weights: the pretrained {tuple(state['conv1.weight'].shape)} stem "
-                      f"does not fit this stem (small_input); conv1 keeps random weights",
-                      stacklevel=3)
+    if "conv1.weight" in kept:  # loading the rest would train a net with a random stem
+        raise TrainerError(f"model.weights: the pretrained stem of {path} has shape "
+                           f"{tuple(state['conv1.weight'].shape)}, the small_input stem "
+                           f"{tuple(own['conv1.weight'].shape)}; set model.small_input: false to "
+                           f"use the pretrained stem")

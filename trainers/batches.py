@@ -29,19 +29,21 @@ def resize_images(x: Tensor, size: tuple[int, int] | None) -> Tensor:
 
 
 class Prepare:
-    """Per-sample transform of the DataLoader path: resize, then (x - mean) / std per channel.
-    Without mean/std it only resizes (used while the statistics are being computed)."""
+    """Per-sample transform of the DataLoader path: resize (images; `size` None: any sample as
+    it is), then (x - mean) / std per channel (rows: per feature). Without mean/std it only
+    resizes (used while the statistics are being computed)."""
 
     def __init__(self, size: tuple[int, int] | None, mean: Tensor | None = None,
                  std: Tensor | None = None) -> None:
         self.size = size
-        self.mean = None if mean is None else mean.float().view(-1, 1, 1)
-        self.std = None if std is None else std.float().view(-1, 1, 1)
+        self.mean = None if mean is None else mean.float()
+        self.std = None if std is None else std.float()
 
     def __call__(self, x: Tensor) -> Tensor:
         x = resize_images(x.float().unsqueeze(0), self.size).squeeze(0)
         if self.mean is not None:
-            x = (x - self.mean) / self.std
+            view = (-1, *([1] * (x.dim() - 1)))
+            x = (x - self.mean.view(view)) / self.std.view(view)
         return x
 
 

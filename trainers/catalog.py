@@ -22,10 +22,14 @@ DATA = Group(
     selector="dataset",
     options={
         "dataset": O("str", "mnist5k", "dataset name (registry key)"),
-        "val_fraction": O("float", 0.1, "fraction held out for validation (model selection)",
-                          interval(0.0, 0.5, low_open=True, high_open=True)),
-        "test_fraction": O("float", 0.2, "fraction held out for the final test (never selects)",
-                           interval(0.0, 0.5, low_open=True, high_open=True)),
+        "val_fraction": O("float", None, "fraction held out for validation (model selection), "
+                          "carved from the training part; null = 0.1 (not allowed where the "
+                          "data come with their own validation part)",
+                          interval(0.0, 0.5, low_open=True, high_open=True), nullable=True),
+        "test_fraction": O("float", None, "fraction held out for the final test (never "
+                           "selects); null = 0.2, or the dataset's own test split where it has "
+                           "one (then only null or 0 are allowed)",
+                           interval(0.0, 0.5, high_open=True), nullable=True),
         "split_seed": O("int", 0, "seed of the stratified split (fixed across trials)",
                         NONNEG_INT, searchable=False),
         "batch_size": O("int", 64, "mini-batch size", POS_INT),
@@ -40,7 +44,7 @@ DATA = Group(
                           "the training device (no DataLoader workers)", NONNEG, searchable=False),
         "num_workers": O("int", 2, "DataLoader workers for data that does not fit in memory",
                          NONNEG_INT, searchable=False),
-        "resize": O("int", None, "resize images to this square size; null = keep",
+        "resize": O("int", None, "resize images to this square size (images only); null = keep",
                     POS_INT, nullable=True),
     },
     variants={
@@ -58,8 +62,8 @@ DATA = Group(
         },
         "factory": {
             "factory": O("str", None, 'user dataset factory "package.module:function" returning '
-                         "(images NCHW float tensor, labels int tensor)", FACTORY,
-                         required=True, searchable=False),
+                         "(samples, labels), a Dataset, or {train, val?, test} parts; samples "
+                         "N×F, N×C×L or N×C×H×W", FACTORY, required=True, searchable=False),
             "kwargs": O("mapping", {}, "keyword arguments for the factory", searchable=False),
         },
     },
@@ -67,25 +71,31 @@ DATA = Group(
 
 # -------------------------------------------------------------------------------------- model
 _ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
+# The classifier's regularisation: options of the built-in models (a factory's model has its
+# own; pass such values through model.kwargs).
+_HEAD = {
+    "dropout": O("float", 0.3, "inverted dropout p before the classifier", PROB),
+    "drop_connect": O("float", 0.0, "DropConnect p on the classifier's weights", PROB),
+}
 MODEL = Group(
     "model", "the network",
     selector="name",
     options={
         "name": O("str", "cnn", "model name (registry key)"),
-        "dropout": O("float", 0.3, "inverted dropout p before the classifier", PROB),
-        "drop_connect": O("float", 0.0, "DropConnect p on the classifier's weights", PROB),
         "init": O("str", "default", "weight initialisation scheme",
                   one_of("default", "uniform", "normal", "constant", "eye", "xavier_uniform",
                          "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal")),
     },
     variants={
         "mlp": {
+            **_HEAD,
             "width": O("int", 256, "hidden units in the first layer", POS_INT),
             "depth": O("int", 2, "hidden layers", POS_INT),
             "activation": O("str", "relu", "activation", one_of(*_ACTIVATIONS)),
             "batch_norm": O("bool", True, "BatchNorm1d after hidden layers (not the last)"),
         },
         "cnn": {
+            **_HEAD,
             "width": O("int", 32, "channels of the first block (doubling per block)", POS_INT),
             "depth": O("int", 2, "convolutional blocks", interval(1, 8)),
             "convs_per_block": O("int", 1, "convolutions per block", interval(1, 4)),
@@ -104,24 +114,46 @@ MODEL = Group(
             "activation": O("str", "relu", "activation", one_of(*_ACTIVATIONS)),
             "residual": O("bool", False, "residual (skip) connections inside blocks"),
         },
+        "cnn1d": {
+            **_HEAD,
+            "width": O("int", 32, "channels of the first block (doubling per block)", POS_INT),
+            "depth": O("int", 2, "convolutional blocks", interval(1, 8)),
+            "convs_per_block": O("int", 1, "convolutions per block", interval(1, 4)),
+            "kernel_size": O("int", 5, "convolution kernel size", one_of(1, 3, 5, 7, 9, 11)),
+            "dilation": O("int", 1, "convolution dilation", interval(1, 4)),
+            "padding_mode": O("str", "zeros", "padding mode",
+                              one_of("zeros", "reflect", "replicate", "circular")),
+            "downsample": O("str", "pool", "how blocks halve the length",
+                            one_of("pool", "stride", "none")),
+            "pooling": O("str", "max", "pooling type for downsampling", one_of("max", "avg")),
+            "head": O("str", "global_avg", "global pooling head (any length) or flatten",
+                      one_of("global_avg", "global_max", "flatten")),
+            "hidden": O("int", 64, "hidden units of the classifier; 0 = linear head", NONNEG_INT),
+            "batch_norm": O("bool", True, "BatchNorm after convolutions (bias off before it)"),
+            "activation": O("str", "relu", "activation", one_of(*_ACTIVATIONS)),
+            "residual": O("bool", False, "residual (skip) connections inside blocks"),
+        },
         "resnet18": {
+            **_HEAD,
             "small_input": O("bool", True, "3x3 stem without max-pool, for 28-32 px images"),
             "weights": O("str", None, "local state_dict file of pretrained weights; null = "
                          "random init", nullable=True, searchable=False),
         },
         "resnet34": {
+            **_HEAD,
             "small_input": O("bool", True, "3x3 stem without max-pool, for 28-32 px images"),
             "weights": O("str", None, "local state_dict file of pretrained weights; null = "
                          "random init", nullable=True, searchable=False),
         },
         "mobilenet_v3_small": {
+            **_HEAD,
             "width_mult": O("float", 1.0, "channel multiplier", interval(0.1, 2.0)),
             "small_input": O("bool", True, "stride-1 stem, for 28-32 px images"),
         },
         "factory": {
             "factory": O("str", None, 'user model factory "package.module:function" called as '
-                         "f(in_channels=, num_classes=, **kwargs)", FACTORY, required=True,
-                         searchable=False),
+                         "f(**kwargs) plus in_channels=, num_classes=, input_shape= where its "
+                         "signature takes them", FACTORY, required=True, searchable=False),
             "kwargs": O("mapping", {}, "keyword arguments for the factory", searchable=False),
         },
     },
@@ -227,7 +259,8 @@ AUGMENT = Group(
     options={
         "hflip": O("float", 0.0, "probability of a horizontal flip", PROB_CLOSED),
         "vflip": O("float", 0.0, "probability of a vertical flip", PROB_CLOSED),
-        "shift": O("int", 2, "random shift (pad and crop) of up to this many pixels", NONNEG_INT),
+        "shift": O("int", None, "random shift (pad and crop) of up to this many pixels (images "
+                   "only); null = 2 on images, off on other data", NONNEG_INT, nullable=True),
         "brightness": O("float", 0.0, "ColorJitter brightness magnitude", NONNEG),
         "contrast": O("float", 0.0, "ColorJitter contrast magnitude", NONNEG),
         "saturation": O("float", 0.0, "ColorJitter saturation magnitude (colour images)", NONNEG),
@@ -249,8 +282,8 @@ TRAIN = Group(
         "epochs": O("int", 12, "passes over the training split (also the pruning budget)",
                     POS_INT),
         "seed": O("int", 0, "seed of weights, batches and augmentation", NONNEG_INT),
-        "precision": O("str", "fp32", "fp16 (with loss scaling) and bf16 autocast on GPU; fp16 "
-                       "falls back to fp32 on CPU with a note", one_of("fp32", "fp16", "bf16")),
+        "precision": O("str", "fp32", "fp16 (with loss scaling, CUDA only: an error on a CPU) "
+                       "and bf16 autocast", one_of("fp32", "fp16", "bf16")),
         "grad_accum": O("int", 1, "micro-batches accumulated per optimiser step", POS_INT),
         "grad_checkpointing": O("bool", False, "recompute activations in backward (less memory)"),
         "temperature": O("float", 1.0, "logits are divided by T during training", POSITIVE),
@@ -272,6 +305,16 @@ TRAIN = Group(
                      POS_INT, nullable=True, searchable=False),
     },
 )
+
+# The samples each model takes (models.py refuses others by name). Every dataset but a factory
+# holds images, so the space language checks the pairing of the others when a space is loaded.
+_ANY = ("tabular", "sequence", "image")
+MODEL_INPUTS = {"mlp": _ANY, "cnn": ("image",), "cnn1d": ("sequence",), "resnet18": ("image",),
+                "resnet34": ("image",), "mobilenet_v3_small": ("image",), "factory": _ANY}
+
+# Datasets whose files hold an official test split: it is their test split (validation is
+# carved from the training files), so data.test_fraction may only be null or 0 for them.
+OFFICIAL_TEST = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 GROUPS: dict[str, Group] = {g.name: g for g in
                             (DATA, MODEL, OPTIMIZER, SCHEDULER, REGULARIZATION, AUGMENT, TRAIN)}

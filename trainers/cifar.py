@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import TrainerError
-from .sources import Source, check_files, from_tensors, missing_files
+from .sources import Source, check_files, from_tensors, missing_files, official_test
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ def check_cifar(cfg: dict, name: str) -> None:
 
 
 def load_cifar(cfg: dict, name: str) -> Source:
-    """CIFAR-10 / CIFAR-100 python batches under <root>/<folder>/, train and test pooled."""
+    """CIFAR-10 / CIFAR-100 python batches under <root>/<folder>/; the test batch is the test
+    split (`Source.given`)."""
     layout = CIFAR[name]
     root = Path(os.path.expanduser(cfg["root"]))
     folder = root / layout.folder
@@ -106,11 +107,12 @@ def load_cifar(cfg: dict, name: str) -> Source:
         except Exception as err:
             raise TrainerError(f"data.download: fetching {name} into {root} failed: "
                                f"{type(err).__name__}: {err}") from err
-    rows, labels = [], []
+    rows, labels, n_train = [], [], 0
     for f in layout.files:
         data, lab = read_cifar_batch(folder / f, layout.label_key, layout.num_classes)
         rows.append(data)
         labels.extend(lab)
+        n_train += 0 if f.startswith("test") else len(lab)
     images = torch.from_numpy(np.concatenate(rows)).view(-1, 3, 32, 32)
     classes = None
     meta = folder / layout.meta_file
@@ -120,4 +122,4 @@ def load_cifar(cfg: dict, name: str) -> Source:
             classes = [str(c) for c in entry[layout.meta_key]]
     src = from_tensors(images, torch.tensor(labels), f"data.root {folder}", classes=classes)
     src.num_classes = layout.num_classes
-    return src
+    return official_test(src, n_train)

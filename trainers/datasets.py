@@ -3,14 +3,18 @@
     data = load_data(config["data"], device="cuda")
     for x, y in iterate_batches(data.train, 64, shuffle=True, generator=g, device="cuda"): ...
 
-The split is seeded and stratified (`trainers/splits.py`); the per-channel mean and std come from
-the training split only (the test split never influences anything that is selected). Data whose
-float32 images fit `data.in_memory_mb` is held normalised on the training device
-(`TensorSplit`); larger data stays a Dataset read by DataLoader workers (`DatasetSplit`).
-Both are read with `trainers.batches.iterate_batches`.
+Samples are images N×C×H×W, sequences N×C×L or tabular rows N×F. The split is the data's own
+where it has one (an official test set, a factory's parts; a missing validation part carved from
+the training part), else seeded and stratified (`trainers/splits.py`); `Data.split` names it.
+The per-channel (per-feature for rows) mean and std come from the training split only (the test
+split never influences anything that is selected). Data whose float32 samples fit
+`data.in_memory_mb` is held normalised on the training device (`TensorSplit`); larger data stays
+a Dataset read by DataLoader workers (`DatasetSplit`). Both are read with
+`trainers.batches.iterate_batches`.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +30,7 @@ from .settings import resolve_group
 from .cifar import check_cifar, load_cifar
 from .sources import (Source, check_idx, check_image_folder, check_nothing, load_digits,
                       load_factory, load_idx, load_image_folder, load_mnist5k)
+from .errors import TrainerError
 from .splits import stratified_folds, stratified_split
 
 __all__ = ["DATASETS", "Data", "DatasetInfo", "KFold", "check_data", "iterate_batches",
@@ -71,19 +76,28 @@ def check_data(data_cfg: dict) -> None:
 
 @dataclass
 class Data:
-    """The three splits of one dataset and what a model needs to know about them."""
+    """The three splits of one dataset and what a model needs to know about them. A sample is
+    `(in_channels, *image_size)`: `image_size` is (H, W) for images, (L,) for sequences, ()
+    for rows of `in_channels` features. `value_range` is the raw (min, max) of the training
+    split (images: within [0, 1]); `split` says where the splits came from."""
 
     train: Split
     val: Split
     test: Split
     num_classes: int
     in_channels: int
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     in_memory: bool
     name: str
     classes: list[str] | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    split: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, *self.image_size)
 
 
 @dataclass
@@ -92,29 +106,45 @@ class _Opened:
 
     cfg: dict
     source: Source
-    size: tuple[int, int]
-    raw: Tensor | None  # N×C×H×W float in [0, 1], resized, on the device (in-memory path only)
+    size: tuple[int, int] | None  # images: the output size; other data: None (no resizing)
+    raw: Tensor | None  # N×sample float (images in [0, 1], resized), on the device (in memory)
     device: torch.device
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape as the model sees it (after resizing)."""
+        return self.source.shape if self.size is None else (self.source.shape[0], *self.size)
 
 
 def _open(data_cfg: dict, device: torch.device | str) -> _Opened:
     cfg = resolve_group("data", data_cfg)
     source = DATASETS[cfg["dataset"]].load(cfg)
-    c, h, w = source.shape
-    size = (cfg["resize"], cfg["resize"]) if cfg["resize"] else (h, w)
-    nbytes = len(source.labels) * c * size[0] * size[1] * 4
-    device = torch.device(device)
-    in_memory = nbytes <= cfg["in_memory_mb"] * 2 ** 20
-    raw = _materialise(source, size, device, cfg["num_workers"]) if in_memory else None
-    return _Opened(cfg, source, size, raw, device)
+    if not source.is_image and cfg["resize"]:
+        raise TrainerError(f"data.resize: resizes images, but the samples of {cfg['dataset']} "
+                           f"are {_layout(source.shape)}; remove data.resize")
+    size = None
+    if source.is_image:
+        size = (cfg["resize"], cfg["resize"]) if cfg["resize"] else tuple(source.shape[1:])
+    opened = _Opened(cfg, source, size, None, torch.device(device))
+    nbytes = len(source.labels) * math.prod(opened.shape) * 4
+    if nbytes <= cfg["in_memory_mb"] * 2 ** 20:
+        opened.raw = _materialise(source, size, opened.device, cfg["num_workers"])
+    return opened
 
 
-def _materialise(source: Source, size: tuple[int, int], device: torch.device,
+def _layout(shape: tuple[int, ...]) -> str:
+    names = {1: "rows of F features (N×F)", 2: "sequences (N×C×L)", 3: "images (N×C×H×W)"}
+    return f"{names[len(shape)]} of shape {tuple(shape)}"
+
+
+def _materialise(source: Source, size: tuple[int, int] | None, device: torch.device,
                  num_workers: int, chunk: int = 4096) -> Tensor:
-    """All images as one float tensor in [0, 1] on `device`, resized (converted chunk by chunk
-    on the device, so a uint8 source crosses to the GPU at a quarter of the float size)."""
-    n, c = len(source.labels), source.shape[0]
-    out = torch.empty((n, c, *size), dtype=torch.float32, device=device)
+    """All samples as one float tensor on `device`, images resized and in [0, 1] (converted
+    chunk by chunk on the device, so a uint8 source crosses to the GPU at a quarter of the
+    float size)."""
+    n = len(source.labels)
+    shape = source.shape if size is None else (source.shape[0], *size)
+    out = torch.empty((n, *shape), dtype=torch.float32, device=device)
     if source.images is not None:
         for s in range(0, n, chunk):
             xb = source.images[s:s + chunk].to(device).float() / source.scale
@@ -129,11 +159,14 @@ def _materialise(source: Source, size: tuple[int, int], device: torch.device,
     return out
 
 
-def _channel_stats(opened: _Opened, idx: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and (population) std over the samples `idx`, accumulated in float64."""
+def _channel_stats(opened: _Opened, idx: Tensor,
+                   chunk: int = 4096) -> tuple[Tensor, Tensor, tuple[float, float]]:
+    """Per-channel (rows: per-feature) mean and (population) std over the samples `idx`,
+    accumulated in float64, and the raw (min, max) of those samples."""
     c = opened.source.shape[0]
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
+    low, high = math.inf, -math.inf
     if opened.raw is not None:
         idx_dev = idx.to(opened.raw.device)
         batches = (opened.raw.index_select(0, idx_dev[s:s + chunk])
@@ -144,13 +177,15 @@ def _channel_stats(opened: _Opened, idx: Tensor, chunk: int = 4096) -> tuple[Ten
         batches = (xb for xb, _ in iterate_batches(split, 512, shuffle=False))
     for xb in batches:
         xb = xb.double()
-        total += xb.sum(dim=(0, 2, 3)).cpu()
-        total_sq += (xb * xb).sum(dim=(0, 2, 3)).cpu()
-    count = len(idx) * opened.size[0] * opened.size[1]
+        dims = (0, *range(2, xb.dim()))
+        total += xb.sum(dim=dims).cpu()
+        total_sq += (xb * xb).sum(dim=dims).cpu()
+        low, high = min(low, float(xb.min())), max(high, float(xb.max()))
+    count = len(idx) * math.prod(opened.shape[1:])
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
     std = torch.where(std > 1e-8, std, torch.ones_like(std))  # a constant channel stays as is
-    return mean, std
+    return mean, std, (low, high)
 
 
 def _split(opened: _Opened, idx: Tensor, mean: Tensor, std: Tensor) -> Split:
@@ -159,29 +194,61 @@ def _split(opened: _Opened, idx: Tensor, mean: Tensor, std: Tensor) -> Split:
         return DatasetSplit(opened.source.item_dataset(), idx, labels,
                             Prepare(opened.size, mean, std), opened.cfg["num_workers"])
     x = opened.raw.index_select(0, idx.to(opened.raw.device))  # a copy: normalise in place
-    x.sub_(mean.to(x).view(1, -1, 1, 1)).div_(std.to(x).view(1, -1, 1, 1))
+    view = (1, -1, *([1] * (x.dim() - 2)))
+    x.sub_(mean.to(x).view(view)).div_(std.to(x).view(view))
     return TensorSplit(x, labels.to(opened.device), idx)
 
 
-def _data(opened: _Opened, train: Tensor, val: Tensor, test: Tensor) -> Data:
-    mean, std = _channel_stats(opened, train)
+def _data(opened: _Opened, train: Tensor, val: Tensor, test: Tensor, split: str) -> Data:
+    mean, std, value_range = _channel_stats(opened, train)
+    shape = opened.shape
     return Data(train=_split(opened, train, mean, std), val=_split(opened, val, mean, std),
                 test=_split(opened, test, mean, std), num_classes=opened.source.num_classes,
-                in_channels=opened.source.shape[0], image_size=opened.size,
+                in_channels=shape[0], image_size=tuple(shape[1:]),
                 mean=tuple(mean.tolist()), std=tuple(std.tolist()),
                 in_memory=opened.raw is not None, name=opened.cfg["dataset"],
-                classes=opened.source.classes)
+                classes=opened.source.classes, value_range=value_range, split=split)
+
+
+def plan_split(source: Source, cfg: dict) -> tuple[Tensor, Tensor, Tensor, str]:
+    """(train, val, test) indices and the split's name: the source's own parts where it has
+    them (validation carved from its training part when it has none), else a seeded stratified
+    split of the pool. Options that mean nothing for the data's split are errors."""
+    val_f, test_f, seed = cfg["val_fraction"], cfg["test_fraction"], cfg["split_seed"]
+    given = source.given
+    if given is None:
+        if test_f == 0:
+            raise TrainerError(f"data.test_fraction: 0 leaves no test split, and "
+                               f"{cfg['dataset']} has no test split of its own; use a fraction "
+                               f"in (0, 0.5) or leave it out (0.2)")
+        val_f = 0.1 if val_f is None else val_f
+        test_f = 0.2 if test_f is None else test_f
+        train, val, test = stratified_split(source.labels, val_f, test_f, seed)
+        return train, val, test, f"carved: validation {val_f:.0%}, test {test_f:.0%}"
+    if test_f not in (None, 0):
+        raise TrainerError(f"data.test_fraction: {cfg['dataset']} comes with its own test split "
+                           f"({source.split}), which is the test split; remove test_fraction "
+                           f"(or set 0), got {test_f:g}")
+    if "val" in given:
+        if val_f is not None:
+            raise TrainerError(f"data.val_fraction: {cfg['dataset']} comes with its own "
+                               f"validation part ({source.split}); remove val_fraction, got "
+                               f"{val_f:g}")
+        return given["train"], given["val"], given["test"], f"{source.split}: train/val/test"
+    val_f = 0.1 if val_f is None else val_f
+    pool = given["train"]
+    keep, val, _ = stratified_split(source.labels[pool], val_f, 0.0, seed)
+    return pool[keep], pool[val], given["test"], \
+        f"{source.split}, validation carved {val_f:.0%} of train"
 
 
 def load_data(data_cfg: dict, *, device: torch.device | str = "cpu") -> Data:
     """Load `data_cfg` (the config's `data` group; missing keys take catalog defaults), split it
-    (seeded, stratified), normalise by the training split's statistics. Raises TrainerError for
-    a user's mistake (unknown dataset, missing files, bad factory, empty split)."""
+    (`plan_split`), normalise by the training split's statistics. Raises TrainerError for a
+    user's mistake (unknown dataset, missing files, bad factory, empty split)."""
     opened = _open(data_cfg, device)
-    cfg = opened.cfg
-    train, val, test = stratified_split(opened.source.labels, cfg["val_fraction"],
-                                        cfg["test_fraction"], cfg["split_seed"])
-    return _data(opened, train, val, test)
+    train, val, test, split = plan_split(opened.source, opened.cfg)
+    return _data(opened, train, val, test, split)
 
 
 class KFold(Sequence):
@@ -190,8 +257,10 @@ class KFold(Sequence):
     split is `load_data`'s, untouched. Each Data (its own train statistics) is built on access,
     so only one fold's normalised copy need exist at a time."""
 
-    def __init__(self, opened: _Opened, pool: Tensor, folds: list[Tensor], test: Tensor) -> None:
+    def __init__(self, opened: _Opened, pool: Tensor, folds: list[Tensor], test: Tensor,
+                 split: str) -> None:
         self._opened, self._pool, self._folds, self._test = opened, pool, folds, test
+        self._split = split
 
     def __len__(self) -> int:
         return len(self._folds)
@@ -203,7 +272,8 @@ class KFold(Sequence):
         val = self._pool[self._folds[i]]
         rest = torch.cat([f for j, f in enumerate(self._folds) if j != i])
         train = torch.sort(self._pool[rest]).values
-        return _data(self._opened, train, torch.sort(val).values, self._test)
+        return _data(self._opened, train, torch.sort(val).values, self._test,
+                     f"{self._split}; fold {i + 1} of {len(self)}")
 
 
 def kfold_splits(data_cfg: dict, k: int | None = None, *,
@@ -212,8 +282,7 @@ def kfold_splits(data_cfg: dict, k: int | None = None, *,
     opened = _open(data_cfg, device)
     cfg = opened.cfg
     k = cfg["kfold"] if k is None else k
-    train, val, test = stratified_split(opened.source.labels, cfg["val_fraction"],
-                                        cfg["test_fraction"], cfg["split_seed"])
+    train, val, test, split = plan_split(opened.source, cfg)
     pool = torch.sort(torch.cat([train, val])).values
     folds = stratified_folds(opened.source.labels[pool], k, cfg["split_seed"])
-    return KFold(opened, pool, folds, test)
+    return KFold(opened, pool, folds, test, split)

@@ -16,7 +16,6 @@ import math
 import os
 import random
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +50,9 @@ class FitResult:
     num_params: int
     stopped_early: bool
     checkpoint: str | None
-    notes: list[str] = field(default_factory=list)  # e.g. the fp16-on-CPU fallback
+    notes: list[str] = field(default_factory=list)
     folds: list["FitResult"] = field(default_factory=list)  # data.kfold > 1: one per fold
+    split: str = ""  # where the splits came from: "official test set, validation carved 10% ..."
 
 
 # ------------------------------------------------------------------ small pure pieces
@@ -84,15 +84,14 @@ def select_device(requested: str, cuda_available: bool | None = None) -> torch.d
 class Precision:
     autocast: torch.dtype | None  # None: plain fp32
     scaler: bool  # fp16 loss scaling
-    note: str | None = None
 
 
 def precision_plan(precision: str, device: torch.device) -> Precision:
     if precision == "fp16" and device.type == "cuda":
         return Precision(torch.float16, True)
-    if precision == "fp16":
-        return Precision(None, False, "train.precision: fp16 needs a CUDA device; training in "
-                         "fp32 on the CPU instead (bf16 gives mixed precision on a CPU)")
+    if precision == "fp16":  # nothing to scale on a CPU: an error, never a silent fp32 run
+        raise TrainerError("train.precision: fp16 needs a CUDA device, but this run trains on "
+                           "the CPU; use fp32, or bf16 for mixed precision on a CPU")
     if precision == "bf16":
         return Precision(torch.bfloat16, False)
     return Precision(None, False)
@@ -131,6 +130,13 @@ def evaluate(model: nn.Module, split, device: torch.device,
             correct += (out.argmax(1) == y).sum()
     n = max(1, len(split))
     return loss.item() / n, correct.item() / n
+
+
+def augment_context(data) -> Context:
+    """What the augmentation steps need to know about loaded data."""
+    return Context(data.in_channels, data.num_classes, tuple(map(float, data.mean)),
+                   tuple(map(float, data.std)), (data.in_channels, *data.image_size),
+                   tuple(map(float, getattr(data, "value_range", (0.0, 1.0)))))
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -186,9 +192,7 @@ class _Run:
             cfg["regularization"]["grad_clip"]
         self.task = (task or ClassificationTask.from_config(cfg)).to(device)
         self.precision = precision_plan(tr["precision"], device)
-        self.notes = [self.precision.note] if self.precision.note else []
-        for note in self.notes:
-            warnings.warn(note, stacklevel=3)
+        self.notes: list[str] = []
         if tr["grad_checkpointing"]:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise TrainerError(f"train.grad_checkpointing: model {cfg['model']['name']!r} "
@@ -203,9 +207,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.scaler else None
         self.averager = WeightAverager(model, tr["averaging"], epochs=self.epochs,
                                        swa_start=tr["swa_start"], ema_decay=tr["ema_decay"])
-        self.augment = build_augment(cfg["augment"], Context(
-            data.in_channels, data.num_classes, tuple(map(float, data.mean)),
-            tuple(map(float, data.std))))
+        self.augment = build_augment(cfg["augment"], augment_context(data))
         self.gens = {"batches": torch.Generator(data.train.device).manual_seed(seeds["batches"]),
                      "augment": torch.Generator(device).manual_seed(seeds["augment"]),
                      "mixing": torch.Generator().manual_seed(seeds["mixing"])}
@@ -370,4 +372,5 @@ class _Run:
                          best_val_accuracy=self.best["val_accuracy"], test_accuracy=test_accuracy,
                          num_params=count_parameters(self.model),
                          stopped_early=stopped, notes=self.notes,
+                         split=getattr(self.data, "split", ""),
                          checkpoint=str(best_pt) if best_pt and best_pt.exists() else None)

@@ -1,8 +1,10 @@
 """Raw samples of each dataset, before splitting: one loader per registry entry of datasets.py.
 
-Every loader returns a `Source`: all labels, and the images either as one tensor (fast to hold in
-memory) or as a Dataset yielding (C×H×W float in [0, 1], label). The official train/test files of
-the torchvision datasets are pooled: `load_data` makes its own seeded stratified split.
+Every loader returns a `Source`: all labels, and the samples either as one tensor (fast to hold in
+memory) or as a Dataset yielding (sample, label). A sample is an image C×H×W (float in [0, 1]
+after dividing by `scale`), a sequence C×L or a row of F features (floats of any range). The
+official train/test files of the torchvision datasets are kept apart (`Source.given`): their test
+files are the test split. A factory may return its own parts too (`factory_parts.py`).
 CIFAR-10/100 are read in `trainers/cifar.py`.
 
 Every loader has a `check_*` beside it: are the files there? It looks at names in folders only
@@ -27,16 +29,25 @@ from .errors import TrainerError
 
 @dataclass
 class Source:
-    """All samples of a dataset. `images` (N×C×H×W, any dtype) divided by `scale` lie in [0, 1];
-    without `images`, `dataset` yields (C×H×W float image, int label) for index 0..N-1."""
+    """All samples of a dataset. `images` (N×`shape`: N×C×H×W images, N×C×L sequences or N×F
+    rows) divided by `scale` are the raw values (images: in [0, 1]); without `images`, `dataset`
+    yields (float sample of `shape`, int label) for index 0..N-1. `given` holds the index
+    tensors of the parts the data came with ("train", "test", optionally "val"), `split` names
+    them for summaries ("official test set", "given"); None: one pool that load_data splits."""
 
     labels: Tensor
     num_classes: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     images: Tensor | None = None
     scale: float = 1.0
     dataset: Dataset | None = None
     classes: list[str] | None = None
+    given: dict[str, Tensor] | None = None
+    split: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
 
     def item_dataset(self) -> Dataset:
         """Per-sample access for the DataLoader path (a view of `images` if there is no dataset)."""
@@ -58,15 +69,21 @@ class TensorImages(Dataset):
         return self.images[i].float() / self.scale, int(self.labels[i])
 
 
+SHAPES = ("N×F (tabular rows), N×C×L (float sequences), N×C×H×W or N×H×W uint8 (images)")
+
+
 def from_tensors(images: Any, labels: Any, where: str,
                  classes: list[str] | None = None) -> Source:
-    """A Source from (N×H×W or N×C×H×W images, N labels); uint8 images are scaled by 1/255."""
+    """A Source from (samples, N labels). Samples: N×F float rows, N×C×L float sequences,
+    N×C×H×W images, or N×H×W uint8 images (uint8 is pixels: a channel is added); uint8 images
+    are scaled by 1/255, everything else is taken as it is (normalised by the training split)."""
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-    if images.dim() == 3:
+    if images.dim() == 3 and images.dtype == torch.uint8:
         images = images.unsqueeze(1)
-    if images.dim() != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
-        raise TrainerError(f"{where}: images must be an N×C×H×W (or N×H×W) uint8 or float "
-                           f"tensor, got {images.dtype} of shape {tuple(images.shape)}")
+    numeric = images.dtype == torch.uint8 or images.is_floating_point()
+    if images.dim() not in (2, 3, 4) or not numeric:
+        raise TrainerError(f"{where}: samples must be a float tensor of shape {SHAPES}, got "
+                           f"{images.dtype} of shape {tuple(images.shape)}")
     if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point() \
             or labels.dtype == torch.bool:
         raise TrainerError(f"{where}: labels must be a 1-D integer tensor of {len(images)} "
@@ -76,9 +93,9 @@ def from_tensors(images: Any, labels: Any, where: str,
     if images.is_floating_point() and not bool(torch.isfinite(images).all()):
         raise TrainerError(f"{where}: images contain NaN or infinite values")
     n_classes = max(int(labels.max()) + 1, len(classes or []))
+    pixels = images.dtype == torch.uint8 and images.dim() == 4
     return Source(labels=labels.long(), num_classes=n_classes, shape=tuple(images.shape[1:]),
-                  images=images, scale=255.0 if images.dtype == torch.uint8 else 1.0,
-                  classes=classes)
+                  images=images, scale=255.0 if pixels else 1.0, classes=classes)
 
 
 # ------------------------------------------------------------------ data that needs no download
@@ -141,8 +158,9 @@ def check_idx(cfg: dict, cls_name: str) -> None:
 
 
 def load_idx(cfg: dict, cls_name: str) -> Source:
-    """torchvision's MNIST / FashionMNIST (idx-ubyte files under <root>/<Class>/raw/), train and
-    test files pooled; `download` uses torchvision's own download with its md5 check."""
+    """torchvision's MNIST / FashionMNIST (idx-ubyte files under <root>/<Class>/raw/); the test
+    files are the test split (`given`); `download` uses torchvision's own download with its md5
+    check."""
     import torchvision.datasets as tvd
     cls = getattr(tvd, cls_name)
     root = Path(os.path.expanduser(cfg["root"]))
@@ -163,7 +181,17 @@ def load_idx(cfg: dict, cls_name: str) -> Source:
                            f"{type(err).__name__}: {err}") from err
     images = torch.cat([p.data for p in parts])
     labels = torch.cat([p.targets for p in parts])
-    return from_tensors(images, labels, f"data.root {raw}", classes=list(parts[0].classes))
+    src = from_tensors(images, labels, f"data.root {raw}", classes=list(parts[0].classes))
+    return official_test(src, len(parts[0].targets))
+
+
+def official_test(src: Source, n_train: int) -> Source:
+    """The source with its first `n_train` samples the training part and the rest the test
+    split (the dataset's official one)."""
+    n = len(src.labels)
+    src.given = {"train": torch.arange(n_train), "test": torch.arange(n_train, n)}
+    src.split = "official test set"
+    return src
 
 
 # ------------------------------------------------------------------------ folders and factories
@@ -208,77 +236,7 @@ def load_image_folder(cfg: dict) -> Source:
                   shape=(channels, size, size), dataset=ds, classes=list(ds.classes))
 
 
-def _as_image(x: Any, where: str, i: int) -> Tensor:
-    from PIL import Image
-    if isinstance(x, Image.Image):
-        from torchvision.transforms.functional import pil_to_tensor
-        x = pil_to_tensor(x)
-    x = torch.as_tensor(x)
-    if x.dim() == 2:
-        x = x.unsqueeze(0)
-    if x.dim() != 3 or not (x.dtype == torch.uint8 or x.is_floating_point()):
-        raise TrainerError(f"{where}: sample {i} must be a C×H×W (or H×W) uint8 or float image, "
-                           f"got {x.dtype} of shape {tuple(x.shape)}")
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-
-
-class _FactoryItems(Dataset):
-    """A user's Dataset with its samples checked and brought to (C×H×W float, int label)."""
-
-    def __init__(self, ds: Any, where: str, shape: tuple[int, ...]) -> None:
-        self.ds, self.where, self.shape = ds, where, shape
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        x, y = self.ds[i]
-        x = _as_image(x, self.where, i)
-        if tuple(x.shape) != self.shape:
-            raise TrainerError(f"{self.where}: sample {i} has shape {tuple(x.shape)}, sample 0 "
-                               f"has {self.shape}; all images must have one size")
-        return x, int(y)
-
-
-def _from_dataset(ds: Any, where: str) -> Source:
-    n = len(ds)
-    if n == 0:
-        raise TrainerError(f"{where} returned an empty Dataset")
-    first = ds[0]
-    if not isinstance(first, (tuple, list)) or len(first) != 2:
-        raise TrainerError(f"{where}: the Dataset must yield (image, label) pairs, got "
-                           f"{type(first).__name__} for sample 0")
-    shape = tuple(_as_image(first[0], where, 0).shape)
-    targets = getattr(ds, "targets", None)
-    if targets is not None and len(targets) == n:
-        labels = torch.as_tensor(targets).long()
-    else:  # one pass over the samples to stratify
-        labels = torch.tensor([int(ds[i][1]) for i in range(n)], dtype=torch.long)
-    if int(labels.min()) < 0:
-        raise TrainerError(f"{where}: labels must be class indices >= 0")
-    n_classes = max(int(labels.max()) + 1, len(getattr(ds, "classes", None) or []))
-    return Source(labels=labels, num_classes=n_classes, shape=shape,  # type: ignore[arg-type]
-                  dataset=_FactoryItems(ds, where, shape))
-
-
 def load_factory(cfg: dict) -> Source:
-    """A user's "package.module:function" called with **kwargs, returning (images, labels)
-    tensors or a torch Dataset of (image, label)."""
-    from .settings import call_factory, import_factory
-    spec = cfg["factory"]
-    fn = import_factory(spec, "data.factory")
-    out = call_factory(fn, spec, "data.factory", **cfg["kwargs"])
-    where = f"data.factory: {spec}"
-    if isinstance(out, (tuple, list)):
-        if len(out) != 2:
-            raise TrainerError(f"{where} returned a {type(out).__name__} of {len(out)} items; "
-                               f"expected (images, labels)")
-        try:
-            return from_tensors(out[0], out[1], where)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TrainerError(f"{where} returned (images, labels) that are not tensors: "
-                               f"{err}") from err
-    if isinstance(out, Dataset) or (hasattr(out, "__getitem__") and hasattr(out, "__len__")):
-        return _from_dataset(out, where)
-    raise TrainerError(f"{where} returned {type(out).__name__}; expected (images, labels) "
-                       f"tensors or a torch Dataset of (image, label)")
+    """A user's "package.module:function" called with **kwargs (see `user_data.py`)."""
+    from .user_data import load_factory as load
+    return load(cfg)

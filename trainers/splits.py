@@ -72,7 +72,7 @@ def stratified_split(labels: Tensor, val_fraction: float, test_fraction: float,
     for part, key, frac, what in ((val, "data.val_fraction", val_fraction, "validation"),
                                   (test, "data.test_fraction", test_fraction, "test"),
                                   (train, "data.val_fraction", val_fraction, "training")):
-        if len(part) == 0:
+        if len(part) == 0 and not (what == "test" and frac == 0):  # 0: no test part asked
             raise TrainerError(f"{key}: {frac:g} of {n} samples leaves the {what} split empty; "
                                f"use more data or another fraction")
     return train, val, test

@@ -17,16 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from search.errors import UserError
-    from search.usercode import check_user_code
-    from spaces import load_space
+    from search import preflight
+    from search.usercode import DEFAULT_FIT, check_user_code, space_fit
+    from spaces import SpaceError, load_space
+    from trainers.errors import TrainerError
 
     failed = 0
     for i, path in enumerate(args.files):
         try:
             space = load_space(path, filename=path)
             check_user_code(space)  # imports (never runs) the fit function and factories
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            preflight.check_devices(space)
+            if space_fit(space) == DEFAULT_FIT:  # the built-in trainer tries the factories once
+                preflight.check_user_code(space)
+        except (SpaceError, UserError, TrainerError) as err:
+            print(f"error: {err}" if isinstance(err, SpaceError) else f"error: {path}: {err}",
+                  file=sys.stderr)
             failed += 1
             continue
         print(("\n" if i else "") + space.describe())

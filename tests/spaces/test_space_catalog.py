@@ -9,10 +9,12 @@ from search.errors import UserError
 from spaces import SpaceError
 from spaces.specs import declaration
 from spaces.yamlio import dump_yaml
-from trainers.catalog import GROUPS
+from trainers.catalog import OFFICIAL_TEST, GROUPS
 
 REQUIRED_FIXED = {"image_folder": {"root": "/data/images"},
                   "factory": {"factory": "my_pkg.things:make"}}
+# cnn1d takes sequences: only a factory's data can hold them
+OTHER_GROUPS = {"cnn1d": {"data": {"dataset": "factory", "factory": "my_pkg.things:make"}}}
 COMPANIONS = {"batch_size_max": {"batch_size_double_every": 2},  # a cross-field rule
               "batch_size_double_every": {"batch_size_max": 256}}
 
@@ -46,10 +48,13 @@ def test_every_option_can_be_fixed_and_searched_as_its_catalog_says(gname, varia
         fixed[group.selector] = variant
     fixed.update(COMPANIONS.get(key, {}))
     value = opt.default if opt.default is not None else _example(key, opt)
-    doc = {gname: {**fixed, key: value}}
+    if key == "test_fraction" and variant in OFFICIAL_TEST:
+        value = 0.0  # its own test split: only null or 0
+    doc = {gname: {**fixed, key: value}, **OTHER_GROUPS.get(variant, {})}
     space = load(dump_yaml(doc))
     assert space.fixed[gname][key] == value
-    searched = {gname: fixed, "space": {gname: {key: {"choices": [value]}}}}
+    searched = {gname: fixed, "space": {gname: {key: {"choices": [value]}}},
+                **OTHER_GROUPS.get(variant, {})}
     if opt.kind == "mapping":
         return  # a mapping in space: is a literal (mapping options are never searched)
     if opt.searchable:
@@ -66,6 +71,8 @@ def test_every_option_can_be_fixed_and_searched_as_its_catalog_says(gname, varia
 def _example(key, opt):
     if key == "batch_size_max":
         return 256
+    if key in ("val_fraction", "test_fraction"):
+        return 0.25
     return {"int": 4, "float": 0.5, "str": "x" if opt.check is None else None,
             "bool": True}.get(opt.kind) or "pkg.mod:fn"
 
@@ -74,7 +81,7 @@ def test_every_variant_name_is_accepted_and_a_typo_is_not():
     for gname, group in GROUPS.items():
         if not group.selector:
             continue
-        names = [v for v in group.variants if v not in REQUIRED_FIXED]
+        names = [v for v in group.variants if v not in REQUIRED_FIXED and v not in OTHER_GROUPS]
         space = load(dump_yaml({"space": {gname: {group.selector: {"choices": names}}}}))
         assert space.params[0].choices == tuple(names)
         err = error_of(dump_yaml({gname: {group.selector: names[0] + "x"}}))

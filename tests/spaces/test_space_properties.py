@@ -28,10 +28,12 @@ EXCLUDED = {"optimizer.nesterov", "optimizer.dampening", "data.batch_size_max",
             "data.batch_size_double_every", "scheduler.warmup_epochs", "train.epochs",
             "train.swa_start", "model.depth", "model.downsample", "data.resize",
             "data.image_size", "augment.cutout", "augment.cutout_size",
+            "data.test_fraction",  # null or 0 on datasets with their own test split
             # padding = dilation·(kernel_size - 1)/2 must fit the feature maps (reflect,
             # circular): a fresh example database found digits + dilation 4 (8×8 images)
             "model.dilation", "model.kernel_size"}
-NO_VARIANTS = {"factory", "image_folder"}  # they need required fixed values (a path, a root)
+NO_VARIANTS = {"factory", "image_folder",  # they need required fixed values (a path, a root)
+               "cnn1d"}  # sequences only: every generated dataset holds images
 FLOATS = [0.0, 1e-5, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.9, 0.99, 1.0, 2.0, 5.0]
 INTS = [0, 1, 2, 3, 4, 5, 8, 16, 32, 64]
 LISTS = [[0.9, 0.999], [0.8, 0.99], [0.5, 0.9]]

@@ -32,11 +32,16 @@ CASES = [
      "model.padding_mode"),
     ({"augment": {"cutout": 0.5, "cutout_size": 29}}, "augment.cutout_size"),
     ({"data": {"kfold": 1}}, "data.kfold"),
+    # a dataset's official test split is its test split; a pooled one needs a test fraction
+    ({"data": {"dataset": "cifar10", "test_fraction": 0.2}}, "data.test_fraction"),
+    ({"data": {"dataset": "mnist5k", "test_fraction": 0.0}}, "data.test_fraction"),
+    ({"model": {"name": "cnn1d"}}, "model.name"),  # sequences only; mnist5k holds images
 ]
 
 
 def _config(change):
-    selected = {g: v["name"] for g, v in change.items() if "name" in v}
+    selected = {g: v.get("name", v.get("dataset")) for g, v in change.items()
+                if "name" in v or "dataset" in v}
     config = defaults(selected)
     for group, values in change.items():
         config[group].update(values)
@@ -57,6 +62,9 @@ def test_limits_that_are_fine():
     config["train"].update(epochs=12, swa_start=12)
     config["augment"].update(cutout=1.0, cutout_size=28)
     assert broken(config) is None
+    for dataset, fraction in (("cifar10", 0.0), ("factory", 0.0), ("mnist5k", 0.3)):
+        data = defaults({"data": dataset})["data"]
+        assert broken({**config, "data": {**data, "test_fraction": fraction}}) is None
     config["model"]["downsample"] = "none"  # no downsampling: the map stays 28 px at any depth
     config["model"]["depth"] = 8
     assert broken(config) is None

@@ -5,6 +5,7 @@ import torch
 
 from trainers.augment import AUGMENTATIONS, PARAMETERS, Context, build_augment
 from trainers.catalog import AUGMENT
+from trainers.errors import TrainerError
 
 torch.set_num_threads(1)
 GRAY = Context(channels=1, num_classes=4, mean=(0.5,), std=(0.25,))
@@ -133,8 +134,10 @@ def test_mix_prob_zero_never_mixes_and_both_mixers_alternate():
     assert kinds == {"mixup", "cutmix"}
 
 
-def test_colour_jitter_works_on_raw_pixels_and_skips_rgb_only_steps_on_gray():
-    assert build_augment(_only(saturation=0.5, hue=0.2), GRAY).names == []
+def test_colour_jitter_works_on_raw_pixels_and_refuses_rgb_only_steps_on_gray():
+    for name in ("saturation", "hue"):
+        with pytest.raises(TrainerError, match=rf"augment\.{name}: needs three-channel"):
+            build_augment(_only(**{name: 0.2}), GRAY)
     assert build_augment(_only(saturation=0.5, hue=0.2), RGB).names == ["saturation", "hue"]
     x, y = _batch()
     out, _ = build_augment(_only(brightness=0.8), GRAY)(x, y, _gen())
@@ -181,3 +184,36 @@ def test_noise_has_the_requested_std():
     x = torch.zeros(64, 1, 16, 16)
     out, _ = build_augment(_only(noise=0.3), GRAY)(x, torch.zeros(64).long(), _gen())
     assert out.std().item() == pytest.approx(0.3, rel=0.05)
+
+
+SIGNAL = Context(channels=1, num_classes=4, mean=(0.0,), std=(1.0,), shape=(1, 40),
+                 value_range=(-3.0, 3.0))
+ROWS = Context(channels=13, num_classes=3, mean=(0.0,) * 13, std=(1.0,) * 13, shape=(13,),
+               value_range=(-2.0, 4.0))
+
+
+def test_the_default_shift_is_for_images_only():
+    assert build_augment({}, GRAY).names == ["shift"]  # null: 2 px on images
+    assert build_augment({}, SIGNAL).names == [] and build_augment({}, ROWS).names == []
+    x = torch.randn(4, 1, 40)
+    out, _ = build_augment({"mixup": 0.2, "noise": 0.1}, SIGNAL)(x, torch.arange(4) % 4, _gen())
+    assert out.shape == x.shape  # mixup and noise work on any shape
+
+
+@pytest.mark.parametrize("ctx", [SIGNAL, ROWS], ids=["sequence", "tabular"])
+@pytest.mark.parametrize("name", ["hflip", "vflip", "shift", "brightness", "contrast",
+                                  "saturation", "hue", "cutout", "cutmix"])
+def test_image_options_are_refused_on_other_data(ctx, name):
+    value = 1 if name == "shift" else 0.5
+    with pytest.raises(TrainerError, match=rf"^augment\.{name}: an image augmentation, but the "
+                                           rf"data are (sequences|rows of features) of shape"):
+        build_augment(_only(**{name: value}), ctx)
+
+
+def test_colour_jitter_is_refused_on_images_outside_the_unit_range():
+    standardised = Context(channels=1, num_classes=4, mean=(0.0,), std=(1.0,),
+                           shape=(1, 8, 8), value_range=(-1.5, 2.5))
+    with pytest.raises(TrainerError, match=r"augment\.brightness: works on pixel values in "
+                                           r"\[0, 1\].*from -1\.5 to 2\.5"):
+        build_augment(_only(brightness=0.3), standardised)
+    assert build_augment(_only(shift=2), standardised).names == ["shift"]

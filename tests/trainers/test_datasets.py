@@ -90,11 +90,15 @@ def test_digits_bundled_and_resized():
 
 
 @pytest.mark.parametrize("name,cls_name", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_idx_files_load_train_and_test_pooled(idx_files, name, cls_name):
+def test_idx_files_use_their_official_test_split(idx_files, name, cls_name):
     root, images, labels = idx_files(cls_name)
     d = load_data({"dataset": name, "root": str(root), "val_fraction": 0.2,
-                   "test_fraction": 0.2, "download": True})  # files present: no download
+                   "download": True})  # files present: no download
     assert len(d.train) + len(d.val) + len(d.test) == len(images) == 60
+    assert d.test.indices.tolist() == list(range(40, 60))  # the t10k files, all of them
+    assert len(d.val) == 8 and d.split == "official test set, validation carved 20% of train"
+    with pytest.raises(TrainerError, match=r"data\.test_fraction: .* own test split \(official"):
+        load_data({"dataset": name, "root": str(root), "test_fraction": 0.2})
     assert d.classes is not None and len(d.classes) == 10
     for split in (d.train, d.val, d.test):
         idx = split.indices.numpy()
@@ -210,7 +214,7 @@ def test_factory_dataset_without_targets(user_module):
     ("no_such_module_xyz:f", r"data\.factory: cannot import module 'no_such_module_xyz'"),
     ("{mod}:tensor", r"data\.factory: module '{mod}' has no attribute 'tensor'; did you mean "
                      r"'tensors'\?"),
-    ("{mod}:numbers", r"data\.factory: {mod}:numbers returned int; expected \(images, labels\)"),
+    ("{mod}:numbers", r"data\.factory: {mod}:numbers returned int; expected \(samples, labels\)"),
     ("{mod}:triple", r"returned a tuple of 3 items"),
     ("{mod}:float_labels", r"labels must be a 1-D integer tensor"),
     ("{mod}:broken", r"data\.factory: calling {mod}:broken\(\) failed: ValueError: no such file"),

@@ -30,8 +30,8 @@ def test_precision_plan():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert precision_plan("fp16", cuda).autocast is torch.float16
     assert precision_plan("fp16", cuda).scaler
-    plan = precision_plan("fp16", cpu)
-    assert plan.autocast is None and not plan.scaler and "fp32" in plan.note
+    with pytest.raises(TrainerError, match="fp16 needs a CUDA device"):
+        precision_plan("fp16", cpu)
     assert precision_plan("bf16", cpu).autocast is torch.bfloat16
     assert not precision_plan("bf16", cuda).scaler
     assert precision_plan("fp32", cuda).autocast is None
@@ -169,11 +169,9 @@ def test_batch_size_schedule_in_the_loop():
     assert [m["batch_size"] for m in result.history] == [8, 16, 32, 32]
 
 
-def test_fp16_on_cpu_falls_back_with_a_note_and_bf16_runs():
-    with pytest.warns(UserWarning, match="fp16 needs a CUDA device"):
-        r16 = fit(tiny_config(train={"epochs": 1, "precision": "fp16"}), data=DATA,
-                  model=TinyNet())
-    assert any("fp32" in n for n in r16.notes)
+def test_fp16_on_cpu_is_an_error_and_bf16_runs():
+    with pytest.raises(TrainerError, match=r"^train\.precision: fp16 needs a CUDA device"):
+        fit(tiny_config(train={"epochs": 1, "precision": "fp16"}), data=DATA, model=TinyNet())
     rb = fit(tiny_config(train={"epochs": 2, "precision": "bf16"}), data=DATA, model=TinyNet())
     assert all(math.isfinite(m["train_loss"]) for m in rb.history) and rb.test_accuracy > 0.5
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from trainers.catalog import MODEL
+from trainers.catalog import MODEL, MODEL_INPUTS
 from trainers.errors import TrainerError
 from trainers.layers import DropConnectLinear
 from trainers.models import MODELS, ConvBlock, build_model, count_parameters
@@ -23,7 +23,7 @@ def build(name="cnn", c=1, size=28, classes=10, **cfg):
 
 
 def test_registry_matches_catalog():
-    assert set(MODELS) == set(MODEL.variants)
+    assert set(MODELS) == set(MODEL.variants) == set(MODEL_INPUTS)
 
 
 # ------------------------------------------------------------------------ every model builds
@@ -348,7 +348,8 @@ def test_resnet_local_weights(tmp_path):
     assert m.fc.out_features == 10  # a fresh head for 10 classes
     gray = build("resnet18", 1, 32, small_input=False, weights=str(path))
     assert torch.allclose(gray.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
-    with pytest.warns(UserWarning, match="conv1 keeps random weights"):
+    with pytest.raises(TrainerError, match=r"model\.weights: the pretrained stem .* shape "
+                                           r"\(64, 3, 7, 7\).*set model\.small_input: false"):
         build("resnet18", 1, 32, small_input=True, weights=str(path))
     ckpt = tmp_path / "ckpt.pt"  # a checkpoint of this project: {"model": state_dict, ...}
     torch.save({"model": m.state_dict(), "epoch": 3}, ckpt)
@@ -389,29 +390,69 @@ def no_kwargs():
     return nn.Identity()
 """
 
+SHAPED = """
+import torch.nn as nn
+
+def _net(seen, features, classes):
+    m = nn.Sequential(nn.Flatten(), nn.Linear(features, classes))
+    m.seen = seen
+    return m
+
+def shaped(input_shape, num_classes):
+    return _net({"input_shape": input_shape, "num_classes": num_classes},
+                input_shape[0] * input_shape[1], num_classes)
+
+def anything(**facts):
+    return _net(facts, facts["in_channels"], facts["num_classes"])
+
+class Net:
+    pass
+
+def gives_class(in_channels, num_classes):
+    return nn.Linear
+"""
+
 
 def test_factory_model(user_module):
     mod = user_module(NETS)
-    m = build("factory", 2, 6, classes=3, factory=f"{mod}:net", kwargs={"hidden": 5},
-              dropout=0.0)
+    m = build("factory", 2, 6, classes=3, factory=f"{mod}:net", kwargs={"hidden": 5})
     assert m(torch.randn(4, 2, 6, 6)).shape == (4, 3) and m[1].out_features == 5
     assert m.training  # the dry batch left the mode as it was
-    with pytest.warns(UserWarning, match="not applied to the factory model"):
-        build("factory", 2, 6, factory=f"{mod}:net")  # default dropout 0.3
+    # options of the built-in models are not the factory's: an error, never ignored
+    with pytest.raises(TrainerError, match=r"model\.dropout: unknown setting for name "
+                                           r"'factory'"):
+        build("factory", 2, 6, factory=f"{mod}:net", dropout=0.3)
+
+
+def test_factory_model_gets_the_data_facts_its_signature_takes(user_module):
+    mod = user_module(SHAPED)
+    m = build_model({"name": "factory", "factory": f"{mod}:shaped"}, in_channels=2,
+                    num_classes=4, image_size=(40,))
+    assert m.seen == {"input_shape": (2, 40), "num_classes": 4}  # no in_channels: not taken
+    m = build_model({"name": "factory", "factory": f"{mod}:anything"}, in_channels=5,
+                    num_classes=3, image_size=())
+    assert m.seen == {"in_channels": 5, "num_classes": 3, "input_shape": (5,)}
+    with pytest.raises(TrainerError, match=r"model\.factory: .*:Net is the class Net"):
+        build_model({"name": "factory", "factory": f"{mod}:Net"}, in_channels=5,
+                    num_classes=3, image_size=())
+    with pytest.raises(TrainerError, match=r"model\.factory: .*:gives_class returned the "
+                                           r"class Linear; return an instance"):
+        build_model({"name": "factory", "factory": f"{mod}:gives_class"}, in_channels=5,
+                    num_classes=3, image_size=())
 
 
 @pytest.mark.parametrize("attr,message", [
     ("wrong_width", r"model\.factory: the model of {mod}:wrong_width maps a \(2, 1, 28, 28\) "
                     r"batch to \(2, 11\); expected \(2, 10\) logits"),
     ("not_a_module", r"model\.factory: {mod}:not_a_module returned str; expected a torch"),
-    ("no_kwargs", r"model\.factory: calling {mod}:no_kwargs\(in_channels=1, num_classes=10\) "
-                  r"failed: TypeError"),
+    ("no_kwargs", r"model\.factory: the model of {mod}:no_kwargs maps a \(2, 1, 28, 28\) "
+                  r"batch to \(2, 1, 28, 28\); expected \(2, 10\) logits"),
     ("nett", r"model\.factory: module '{mod}' has no attribute 'nett'; did you mean 'net'\?"),
 ])
 def test_factory_model_mistakes(user_module, attr, message):
     mod = user_module(NETS)
     with pytest.raises(TrainerError, match=message.format(mod=mod)):
-        build("factory", factory=f"{mod}:{attr}", dropout=0.0)
+        build("factory", factory=f"{mod}:{attr}")
 
 
 @pytest.mark.parametrize("cfg,message", [
@@ -426,3 +467,18 @@ def test_factory_model_mistakes(user_module, attr, message):
 def test_settings_mistakes(cfg, message):
     with pytest.raises(TrainerError, match=message):
         build_model(cfg, in_channels=1, num_classes=10, image_size=(28, 28))
+
+
+def test_cnn1d_and_mlp_take_sequences_and_rows():
+    m = build_model({"name": "cnn1d", "downsample": "stride", "residual": True}, in_channels=2,
+                    num_classes=5, image_size=(40,))
+    assert isinstance(m.blocks[0].body[0], nn.Conv1d) and m(torch.randn(4, 2, 40)).shape == (4, 5)
+    m = build_model({"name": "cnn1d", "head": "flatten", "depth": 3}, in_channels=1,
+                    num_classes=3, image_size=(41,))  # odd lengths keep their edge
+    assert m(torch.randn(2, 1, 41)).shape == (2, 3)
+    with pytest.raises(TrainerError, match=r"model\.padding_mode: 'reflect' padding of 2 px "
+                                           r"needs larger feature maps, but block 3 works on 2 px"):
+        build_model({"name": "cnn1d", "padding_mode": "reflect", "depth": 3}, in_channels=1,
+                    num_classes=3, image_size=(8,))
+    m = build_model({"name": "mlp", "width": 8}, in_channels=13, num_classes=3, image_size=())
+    assert m.blocks[0][0].in_features == 13 and m(torch.randn(4, 13)).shape == (4, 3)

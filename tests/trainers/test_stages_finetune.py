@@ -113,7 +113,8 @@ def test_every_registry_model_but_factory_has_an_anatomy():
 
 @pytest.mark.parametrize("name", sorted(ANATOMY))
 def test_anatomy_names_real_layers(name):
-    model = build_model({"name": name}, in_channels=1, num_classes=3, image_size=(8, 8))
+    size = (16,) if name == "cnn1d" else (8, 8)  # cnn1d takes sequences
+    model = build_model({"name": name}, in_channels=1, num_classes=3, image_size=size)
     groups = ANATOMY[name].groups(model)
     head = model.get_submodule(ANATOMY[name].head)
     assert len(groups) >= 2 and isinstance(head, torch.nn.Linear) and head.out_features == 3

@@ -73,8 +73,9 @@ def test_the_eager_fallback(trained, data):
 
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"factory"}))
 def test_every_registry_model_converts(name):
-    model = build_float(resolve_config({"model": {"name": name}}), DIMS).eval()
-    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    dims = {**DIMS, "image_size": (16,)} if name == "cnn1d" else DIMS  # cnn1d: sequences
+    model = build_float(resolve_config({"model": {"name": name}}), dims).eval()
+    x = torch.randn(4, 1, *dims["image_size"], generator=torch.Generator().manual_seed(0))
     q, api = to_int8_static(model, "x86", [x], minmax=True)  # the structure, fast
     with torch.no_grad():
         assert api == "fx" and q(x).shape == (4, 3)
@@ -106,8 +107,7 @@ def test_what_cannot_be_quantised(trained, data, user_module):
         def make(in_channels, num_classes):
             return Branchy()
     """)
-    cfg = resolve_config({"model": {"name": "factory", "factory": f"{name}:make",
-                                    "dropout": 0.0}})
+    cfg = resolve_config({"model": {"name": "factory", "factory": f"{name}:make"}})
     model = build_float(cfg, DIMS).eval()
     with pytest.raises(TrainerError) as err:
         to_int8_static(model, "x86", [torch.randn(4, 1, 8, 8)])

@@ -32,6 +32,8 @@ ANATOMY: dict[str, Anatomy] = {
                    "groups: the hidden layers"),
     "cnn": Anatomy(lambda m: [(b,) for b in m.blocks], "classifier",
                    "groups: the convolutional blocks (the head's hidden layer trains)"),
+    "cnn1d": Anatomy(lambda m: [(b,) for b in m.blocks], "classifier",
+                     "groups: the convolutional blocks (the head's hidden layer trains)"),
     "resnet18": Anatomy(lambda m: [(m.conv1, m.bn1), m.layer1, m.layer2, m.layer3, m.layer4],
                         "fc", "groups: the stem, layer1..layer4"),
     "resnet34": Anatomy(lambda m: [(m.conv1, m.bn1), m.layer1, m.layer2, m.layer3, m.layer4],

@@ -115,10 +115,13 @@ def _check_input(model: nn.Module, data, dims: dict, new: dict) -> None:
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise TrainerError(
-            f"finetune data: the model takes {dims['in_channels']}×{dims['image_size'][0]}×"
-            f"{dims['image_size'][1]} images, the finetune data has {new['in_channels']}×"
-            f"{new['image_size'][0]}×{new['image_size'][1]} ({first}); set data.resize or use "
-            "a model with a global pooling head") from None
+            f"finetune data: the model takes samples of {_shape(dims)}, the finetune data has "
+            f"{_shape(new)} ({first}); set data.resize or use a model with a global pooling "
+            "head") from None
+
+
+def _shape(dims: dict) -> str:
+    return "×".join(str(int(d)) for d in (dims["in_channels"], *dims["image_size"]))
 
 
 def finetune(stage: dict, previous: StageModel, *, data=None, cpus: int | None = None,

@@ -60,10 +60,11 @@ def dims_of(config: dict, data=None) -> dict:
     from ..settings import resolve_group
     cfg = resolve_group("data", config["data"])
     source = DATASETS[cfg["dataset"]].load(cfg)
-    c, h, w = source.shape
-    size = (cfg["resize"], cfg["resize"]) if cfg["resize"] else (h, w)
+    c, size = source.shape[0], tuple(source.shape[1:])
+    if cfg["resize"] and source.is_image:
+        size = (cfg["resize"], cfg["resize"])
     return {"in_channels": int(c), "num_classes": int(source.num_classes),
-            "image_size": (int(size[0]), int(size[1]))}
+            "image_size": tuple(int(s) for s in size)}
 
 
 def build_float(config: dict, dims: dict) -> nn.Module:

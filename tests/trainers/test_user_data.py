@@ -1,0 +1,136 @@
+"""Bringing one's own data and model: every sample shape through `trainers.fit`, a factory's own
+split, options the data cannot take refused, and each mistake a factory can make as one line
+(`trainers.preflight.check_config`, what a search's driver runs before Ray starts)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainers import fit
+from trainers.datasets import load_data
+from trainers.errors import TrainerError
+from trainers.preflight import check_config
+
+torch.set_num_threads(1)
+MOD = "shaped_data"
+
+
+def _config(data: dict, model: dict, **groups) -> dict:
+    cfg = {"data": {"dataset": "factory", "batch_size": 32, **data}, "model": model,
+           "train": {"epochs": 2, "threads": 1, "device": "cpu"},
+           "optimizer": {"lr": 0.03}, **groups}
+    return cfg
+
+
+@pytest.mark.parametrize("factory,model,shape", [
+    ("tabular", {"name": "mlp", "width": 16, "depth": 1}, (6,)),
+    ("signals", {"name": "cnn1d", "width": 8, "depth": 2, "hidden": 0, "head": "flatten"},
+     (1, 40)),
+    ("images", {"name": "cnn", "width": 8, "depth": 1, "hidden": 0}, (1, 8, 8)),
+    ("signals", {"name": "factory", "factory": f"{MOD}:small_net"}, (1, 40)),
+], ids=["tabular-mlp", "signals-cnn1d", "images-cnn", "signals-factory"])
+def test_each_sample_shape_trains_end_to_end(factory, model, shape):
+    cfg = _config({"factory": f"{MOD}:{factory}"}, model)
+    assert check_config(cfg)["input_shape"] == shape
+    result = fit(cfg)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.test_accuracy > 0.6, result.history  # chance is 1/3
+    assert result.split == "carved: validation 10%, test 20%"
+
+
+def test_the_given_parts_are_the_ones_trained_and_tested_on():
+    def ids(split, data):  # feature 0 is each sample's id, undone from the normalisation
+        return sorted(round(v) for v in (split.x[:, 0] * data.std[0] + data.mean[0]).tolist())
+
+    d = load_data({"dataset": "factory", "factory": f"{MOD}:tabular_parts",
+                   "kwargs": {"val": 15}})
+    assert ids(d.train, d) == list(range(60)) and ids(d.val, d) == list(range(1000, 1015))
+    assert ids(d.test, d) == list(range(2000, 2030)) and d.split == "given: train/val/test"
+    # without a val part, validation is carved from train (seeded, stratified); test untouched
+    d = load_data({"dataset": "factory", "factory": f"{MOD}:tabular_parts", "val_fraction": 0.2,
+                   "split_seed": 3})
+    train, val = ids(d.train, d), ids(d.val, d)
+    assert sorted(train + val) == list(range(60)) and len(val) == 12
+    assert torch.bincount(d.val.y).tolist() == [4, 4, 4]
+    assert ids(d.test, d) == list(range(2000, 2030))
+    assert d.split == "given, validation carved 20% of train"
+    again = load_data({"dataset": "factory", "factory": f"{MOD}:tabular_parts",
+                       "val_fraction": 0.2, "split_seed": 3})
+    assert ids(again.val, again) == val
+    d = load_data({"dataset": "factory", "factory": f"{MOD}:parts_object", "test_fraction": 0})
+    assert d.input_shape == (1, 40) and len(d.test) == 24
+    result = fit(_config({"factory": f"{MOD}:tabular_parts"}, {"name": "mlp", "width": 8},
+                         train={"epochs": 1, "threads": 1, "device": "cpu"}))
+    assert result.split == "given, validation carved 10% of train"
+
+
+@pytest.mark.parametrize("data,model,extra,message", [
+    ({"factory": f"{MOD}:tabular"}, {"name": "cnn"}, {},
+     r"^model\.name: cnn takes image \(N×C×H×W\) data, but the samples are tabular data of "
+     r"shape \(6,\); use mlp"),
+    ({"factory": f"{MOD}:images"}, {"name": "cnn1d"}, {},
+     r"^model\.name: cnn1d takes sequence \(N×C×L\) data, but the samples are image data"),
+    ({"factory": f"{MOD}:signals"}, {"name": "mlp"}, {"augment": {"hflip": 0.5}},
+     r"^augment\.hflip: an image augmentation, but the data are sequences of shape \(1, 40\)"),
+    ({"factory": f"{MOD}:tabular"}, {"name": "mlp"}, {"augment": {"shift": 2}},
+     r"^augment\.shift: an image augmentation, but the data are rows of features"),
+    ({"factory": f"{MOD}:images", "kwargs": {"channels": 1}}, {"name": "cnn"},
+     {"augment": {"hue": 0.1}}, r"^augment\.hue: needs three-channel"),
+    ({"factory": f"{MOD}:signals", "resize": 8}, {"name": "mlp"}, {},
+     r"^data\.resize: resizes images, but the samples of factory are sequences"),
+    ({"factory": f"{MOD}:tabular", "test_fraction": 0}, {"name": "mlp"}, {},
+     r"^data\.test_fraction: 0 leaves no test split"),
+    ({"factory": f"{MOD}:tabular_parts", "test_fraction": 0.2}, {"name": "mlp"}, {},
+     r"^data\.test_fraction: factory comes with its own test split \(given\)"),
+    ({"factory": f"{MOD}:tabular_parts", "kwargs": {"val": 9}, "val_fraction": 0.1},
+     {"name": "mlp"}, {}, r"^data\.val_fraction: factory comes with its own validation part"),
+    ({"factory": f"{MOD}:tabular"}, {"name": "factory", "factory": f"{MOD}:small_net",
+                                     "dropout": 0.2}, {},
+     r"^model\.dropout: unknown setting for name 'factory'"),
+], ids=["cnn-on-rows", "cnn1d-on-images", "flip-on-signals", "shift-on-rows", "hue-on-gray",
+        "resize-on-signals", "no-test-split", "test-fraction-with-parts",
+        "val-fraction-with-val", "dropout-on-factory"])
+def test_options_the_data_cannot_take_are_refused(data, model, extra, message):
+    with pytest.raises(TrainerError, match=message):
+        check_config(_config(data, model, **extra))
+
+
+def test_colour_jitter_refused_on_standardised_images():
+    def standardised(**kw):
+        import shaped_data
+        x, y = shaped_data.images(**kw)
+        return (x - x.mean()) / x.std(), y
+
+    import shaped_data
+    shaped_data.standardised = standardised
+    with pytest.raises(TrainerError, match=r"^augment\.brightness: works on pixel values in "
+                                           r"\[0, 1\] \(and clamps to it\), but the data range"):
+        check_config(_config({"factory": f"{MOD}:standardised"}, {"name": "cnn"},
+                             augment={"brightness": 0.3}))
+
+
+MISTAKES = [
+    ("wrong_keys", r"returned parts \['X', 'y'\]; expected the parts train, test and "
+                   r"optionally val"),
+    ("generator", r"returned a generator/iterator \(it has no length"),
+    ("float_labels", r"labels must be a 1-D integer tensor of 30 labels, got torch\.float64"),
+    ("object_array", r"are not numeric tensors or arrays \(object arrays are not\)"),
+    ("a_class", r"returned the class TensorDataset \(return an instance of it\)"),
+    ("raises", r"calling shaped_data:raises\(\) failed: FileNotFoundError: /data/signals\.npz"),
+    ("short_labels", r"30 samples but 20 labels; expected one label per sample"),
+]
+
+
+@pytest.mark.parametrize("factory,message", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_each_data_factory_mistake_is_one_line(factory, message):
+    with pytest.raises(TrainerError, match=r"^data\.factory: " + r".*" + message) as err:
+        check_config(_config({"factory": f"{MOD}:{factory}"}, {"name": "mlp"}))
+    assert "\n" not in str(err.value)
+
+
+def test_a_model_with_the_wrong_number_of_classes_is_one_line():
+    with pytest.raises(TrainerError, match=r"^model\.factory: the model of shaped_data:"
+                                           r"five_outputs maps a \(2, 6\) batch to \(2, 5\); "
+                                           r"expected \(2, 3\) logits$"):
+        check_config(_config({"factory": f"{MOD}:tabular"},
+                             {"name": "factory", "factory": f"{MOD}:five_outputs"}))
