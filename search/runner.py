@@ -103,8 +103,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
                 "previous_run": warm.previous, "warm_start": warm.record()}
     write_run_file(exp_dir, run_info)
     (exp_dir / "space.pkl").write_bytes(pickle.dumps(space))
-    if hasattr(space, "to_yaml"):
-        (exp_dir / "space.yaml").write_text(space.to_yaml())
+    (exp_dir / "space.yaml").write_text(space.to_yaml())
 
     with ray_session(options.address, options.cpus) as cluster:
         slots = concurrency(plan.resources, cluster)

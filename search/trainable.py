@@ -64,15 +64,9 @@ def one_line(err: BaseException) -> str:
 def known_failure(err: BaseException) -> bool:
     """Failures that a retry would only repeat: end the trial as FAIL at once."""
     from search.errors import UserError
-    from trainers.errors import TrainerError
+    from trainers.errors import DivergedError
 
-    kinds: tuple[type, ...] = (UserError, TrainerError, FloatingPointError)
-    try:
-        from trainers.errors import DivergedError
-        kinds += (DivergedError,)
-    except ImportError:
-        pass
-    if isinstance(err, kinds):
+    if isinstance(err, (UserError, DivergedError, FloatingPointError)):
         return True
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):

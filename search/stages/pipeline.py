@@ -253,7 +253,7 @@ class _Pipeline:
         except KeyboardInterrupt:
             self._failed(run_name, "interrupted", "KILLED")
             raise
-        except (UserError, TrainerError) as err:
+        except UserError as err:
             self._failed(run_name, str(err))
             kind = TrainerError if isinstance(err, TrainerError) else UserError
             raise kind(f"stage {index} ({stage['stage']}): {err}") from None
