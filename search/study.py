@@ -200,8 +200,9 @@ def ask(study, run_id: str):
     start's) is popped by Optuna itself and labelled after; only those keep that small window."""
     import datetime
 
-    import optuna
     from optuna.trial import FrozenTrial, TrialState
+
+    from spaces import optuna_private
 
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()
@@ -211,16 +212,15 @@ def ask(study, run_id: str):
                            datetime_start=datetime.datetime.now(), datetime_complete=None,
                            params={}, distributions={}, user_attrs={"run_id": run_id},
                            system_attrs={}, intermediate_values={}, trial_id=-1)
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.trial.Trial(study, trial_id)
+    return optuna_private.create_trial(study, template)
 
 
 def live(study, number: int):
     """The writable Trial of a RUNNING trial, from its number alone (after a restart the
     Trial objects `ask` returned are gone; the storage id is the only way back to one)."""
-    import optuna
+    from spaces import optuna_private
 
-    return optuna.trial.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
+    return optuna_private.writable_trial(study, study.get_trials(deepcopy=False)[number])
 
 
 def fail(study, number: int, reason: str) -> None:

@@ -14,6 +14,7 @@ import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
 
+from .optuna_private import contains
 from .values import encode, same
 
 KINDS = ("float", "int", "categorical", "constant")
@@ -91,7 +92,7 @@ class Param:
             return False
         if isinstance(d, IntDistribution) and not isinstance(value, int):
             return False
-        return d._contains(d.to_internal_repr(value))
+        return contains(d, d.to_internal_repr(value))
 
     def grid(self) -> list[Any]:
         """Every value of the domain, for the grid sampler (floats need a step)."""

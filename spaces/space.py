@@ -16,6 +16,7 @@ import optuna
 from trainers.catalog import GROUPS
 
 from . import sections as S
+from .capabilities import PRUNERS as PRUNER_CAPS, SEARCHERLESS_SAMPLER, default_pruner
 from .errors import SpaceError, suggest
 from .params import Param
 from .rules import check_config, probe
@@ -274,11 +275,11 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
     searched = [p for p in parsed.params if p.searched]
 
     objective = S.check_objective(data.get("objective"), loc)
-    multi = len(objective) > 1
     pruner = S.check_section(S.PRUNER, data.get("pruner"), ("pruner",), loc,
-                             {"name": "none" if multi else "asha"})
+                             {"name": default_pruner([o["metric"] for o in objective])})
+    searcherless = not PRUNER_CAPS[pruner["name"]].uses_searcher
     sampler = S.check_section(S.SAMPLER, data.get("sampler"), ("sampler",), loc,
-                              {"name": "random" if pruner["name"] == "pbt" else "tpe",
+                              {"name": SEARCHERLESS_SAMPLER if searcherless else "tpe",
                                "seed": seed})
     sampler["seed"] = seed if sampler["seed"] is None else sampler["seed"]
     budget = S.check_section(S.BUDGET, data.get("budget"), ("budget",), loc)

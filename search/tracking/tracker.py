@@ -253,10 +253,9 @@ class SearchTracker:
             if self.set_run_id is not None:
                 self.set_run_id(rec.tune_id, rec.run_id)
             elif frozen is not None and not frozen.state.is_finished():
-                import optuna
+                from spaces.optuna_private import writable_trial
 
-                optuna.trial.Trial(self.study, frozen._trial_id).set_user_attr(RUN_ID_ATTR,
-                                                                               rec.run_id)
+                writable_trial(self.study, frozen).set_user_attr(RUN_ID_ATTR, rec.run_id)
         except Exception as err:
             log.warning("tracking: cannot set %s on Optuna trial %s (%s)", RUN_ID_ATTR,
                         rec.number, err)
