@@ -242,14 +242,14 @@ def reconcile(study, run_id: str, exp_dir: Path, objectives,
     for t in studies.of_run(study.get_trials(deepcopy=False), run_id):
         if t.state != TrialState.RUNNING:
             continue
-        tune_id = t.user_attrs.get("tune_trial_id")
+        tune_id = t.user_attrs.get(studies.TUNE_TRIAL_ID)
         tt = tune_trials.get(tune_id)
         if tt is None:
             if not detach:
                 continue
             trial = studies.live(study, t.number)
-            trial.set_user_attr("tune_trial_id", "")
-            trial.set_user_attr("orphan_of", tune_id)
+            trial.set_user_attr(studies.TUNE_TRIAL_ID, "")
+            trial.set_user_attr(studies.ORPHAN_OF, tune_id)
             done["detached"] += 1
         elif tt.status in ("TERMINATED", "ERROR"):
             reason = error_reason(str(exp_dir), tune_id) if tt.status == "ERROR" else None

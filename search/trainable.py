@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from search import study as studies
 from search.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
 from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY
 
@@ -141,9 +142,9 @@ def last_epoch_report(history: list[dict] | None) -> dict | None:
 
 def final_fields(result: Any, objectives: tuple[Objective, ...], trial_dir: str) -> dict:
     out = {FINISHED_KEY: True, "selected_epoch": getattr(result, "best_epoch", None),
-           "epochs_run": len(getattr(result, "history", []) or []),
-           "test_accuracy": getattr(result, "test_accuracy", None),
-           "num_params": getattr(result, "num_params", None), "trial_dir": trial_dir}
+           studies.EPOCHS_RUN: len(getattr(result, "history", []) or []),
+           studies.TEST_ACCURACY: getattr(result, "test_accuracy", None),
+           "num_params": getattr(result, "num_params", None), studies.TRIAL_DIR: trial_dir}
     for o in objectives:
         value = selected_value(result, o.metric)
         out[FINAL_PREFIX + o.metric] = float(value) if isinstance(value, (int, float)) \

@@ -2,7 +2,7 @@
 that `search validate` prints."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from trainers.catalog import GROUPS
 
@@ -10,14 +10,25 @@ from .params import Param, _word
 from .values import key
 from .yamlio import dump_yaml
 
-if TYPE_CHECKING:
-    from .space import Space
+
+
+class Space(Protocol):
+    """What writing a space out reads (spaces.space.Space has it; this module sits below it)."""
+
+    name: str
+    description: str
+    seed: int
+    source: Any
+    fixed_values: dict
+    all_params: tuple[Param, ...]
+    params: list[Param]
+    objective: list[dict]
 
 
 def _children(space: Space) -> dict[str, dict[Any, list[Param]]]:
     """parent name → branch value (by key()) → the params and constants written there."""
     out: dict[str, dict[Any, list[Param]]] = {}
-    for p in space._all:
+    for p in space.all_params:
         if p.parent is not None:
             out.setdefault(p.parent.param, {}).setdefault(key(p.parent.values[0]), []).append(p)
     return out
@@ -57,7 +68,7 @@ def space_to_yaml(space: Space) -> str:
             doc[gname] = fixed[gname]
     kids = _children(space)
     tree: dict[str, dict[str, Any]] = {}
-    for p in space._all:
+    for p in space.all_params:
         if p.parent is None:
             tree.setdefault(p.group, {})[p.option] = _spec(p, kids)
     if tree:
@@ -71,7 +82,7 @@ def space_to_yaml(space: Space) -> str:
 def branch_count(space: Space) -> int:
     """Branches that carry parameters, plus parameters with their own `when`."""
     kids = _children(space)
-    return sum(len(b) for b in kids.values()) + sum(1 for p in space._all if p.when)
+    return sum(len(b) for b in kids.values()) + sum(1 for p in space.all_params if p.when)
 
 
 def describe(space: Space) -> str:
@@ -85,7 +96,7 @@ def describe(space: Space) -> str:
         lines.append("  fixed (differs from the defaults):")
         lines += [f"    {path}: {_word(v)}" for path, v in fixed]
     kids = _children(space)
-    roots = [p for p in space._all if p.parent is None]
+    roots = [p for p in space.all_params if p.parent is None]
     if roots:
         lines.append("  searched:")
         for p in roots:

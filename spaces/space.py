@@ -74,6 +74,11 @@ class Space:
         return [p for p in self._all if p.searched]
 
     @property
+    def all_params(self) -> tuple[Param, ...]:
+        """Every parameter, searched and constant, in the order written (for writing out)."""
+        return self._all
+
+    @property
     def constants(self) -> list[Param]:
         """Literals written inside branches: set when their branch is taken."""
         return [p for p in self._all if not p.searched]
