@@ -33,20 +33,15 @@ class PrunerInfo:
     watches_metric = property(lambda self: self.caps.watches_metric)
 
 
-def option(section: Any, pruner: str, key: str) -> Any:
-    """The section's value of `key`, else the pruner's default from its capabilities."""
-    value = field_of(section, key)
-    return CAPS[pruner].options[key] if value is None else value
-
-
 def _asha(section: dict, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import ASHAScheduler
 
-    grace = min(int(option(section, "asha", "grace_period")), max_t)
+    caps = CAPS["asha"]
+    grace = min(int(caps.value(section, "grace_period")), max_t)
     return ASHAScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
                          grace_period=grace,
-                         reduction_factor=float(option(section, "asha", "reduction_factor")),
-                         brackets=int(option(section, "asha", "brackets")))
+                         reduction_factor=float(caps.value(section, "reduction_factor")),
+                         brackets=int(caps.value(section, "brackets")))
 
 
 def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
@@ -62,7 +57,7 @@ def _hyperband_holds(section: dict, max_t: int) -> int:
     halved only when all its trials reached the milestone, the early ones paused meanwhile; if
     Tune may start no more trials than run at once, the bracket never fills and nothing is
     pruned (with 2 slots: brackets of 2)."""
-    eta = float(option(section, "hyperband", "reduction_factor"))
+    eta = float(CAPS["hyperband"].value(section, "reduction_factor"))
     s_max_1 = int(round(math.log(max(1, max_t)) / math.log(eta))) + 1
     s = s_max_1 - 1
     return int(math.ceil(s_max_1 / (s + 1) * eta ** s))
@@ -73,7 +68,8 @@ def _median(section: dict, obj: Objective, max_t: int, space: Any):
 
     # time_attr in epochs: Tune's default counts the grace period in seconds.
     return MedianStoppingRule(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-                              grace_period=float(option(section, "median", "grace_period")),
+                              grace_period=float(CAPS["median"].value(section,
+                                                                      "grace_period")),
                               min_samples_required=3)
 
 
@@ -92,8 +88,8 @@ def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
     # no member to copy at all when one member runs ahead of the others.
     return PopulationBasedTraining(
         time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-        perturbation_interval=float(option(section, "pbt", "perturbation_interval")),
-        quantile_fraction=float(option(section, "pbt", "quantile_fraction")),
+        perturbation_interval=float(CAPS["pbt"].value(section, "perturbation_interval")),
+        quantile_fraction=float(CAPS["pbt"].value(section, "quantile_fraction")),
         hyperparam_mutations={"params": mutations_of(space)}, synch=True, log_config=False)
 
 

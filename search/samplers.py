@@ -28,12 +28,6 @@ class SamplerInfo:
     multi_objective = property(lambda self: self.caps.multi_objective)
 
 
-def option(section: Any, sampler: str, key: str) -> Any:
-    """The section's value of `key`, else the sampler's default from its capabilities."""
-    value = field_of(section, key)
-    return CAPS[sampler].options[key] if value is None else value
-
-
 def derive_seed(seed: int | None, n_trials: int) -> int | None:
     """A seed for a sampler opened on a study that already has `n_trials` trials: a continued
     study (or a resumed run) must not replay the first run's random draws."""
@@ -54,23 +48,24 @@ def _experimental_ok():
 def _tpe(section: dict, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    multivariate = bool(option(section, "tpe", "multivariate"))
+    caps = CAPS["tpe"]
+    multivariate = bool(caps.value(section, "multivariate"))
     # `group` lets a multivariate TPE model conditional spaces (each set of parameters that
     # occur together); it only matters, and is only turned on, when there are conditionals.
-    group = bool(option(section, "tpe", "group")) and multivariate \
+    group = bool(caps.value(section, "group")) and multivariate \
         and bool(field_of(space, "has_conditionals", False))
     with _experimental_ok():  # multivariate/group are "experimental" in Optuna 5
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=int(option(section, "tpe", "n_startup_trials")),
+            seed=seed, n_startup_trials=int(caps.value(section, "n_startup_trials")),
             multivariate=multivariate, group=group,
-            constant_liar=bool(option(section, "tpe", "constant_liar")))
+            constant_liar=bool(caps.value(section, "constant_liar")))
 
 
 def _gp(section: dict, space: Any, n_obj: int, seed: int | None):
     import optuna
 
     return optuna.samplers.GPSampler(
-        seed=seed, n_startup_trials=int(option(section, "gp", "n_startup_trials")))
+        seed=seed, n_startup_trials=int(CAPS["gp"].value(section, "n_startup_trials")))
 
 
 def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
@@ -85,7 +80,7 @@ def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
     # CMA-ES models only float/int parameters; Optuna samples categoricals and conditional
     # parameters with the independent (random) sampler given here.
     return optuna.samplers.CmaEsSampler(
-        seed=seed, n_startup_trials=int(option(section, "cmaes", "n_startup_trials")),
+        seed=seed, n_startup_trials=int(CAPS["cmaes"].value(section, "n_startup_trials")),
         independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         warn_independent_sampling=False, consider_pruned_trials=False)
 
@@ -101,7 +96,7 @@ def _qmc(section: dict, space: Any, n_obj: int, seed: int | None):
 
     with _experimental_ok():
         return optuna.samplers.QMCSampler(
-            qmc_type=str(option(section, "qmc", "qmc_type")), scramble=True, seed=seed,
+            qmc_type=str(CAPS["qmc"].value(section, "qmc_type")), scramble=True, seed=seed,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),
             warn_asynchronous_seeding=False, warn_independent_sampling=False)
 

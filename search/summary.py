@@ -26,8 +26,9 @@ def trial_table(trials: Sequence, objectives: Sequence[Objective], limit: int = 
         values = list(t.values or [])
         row = [str(t.number), t.state.name]
         row += [_num(values[i]) if i < len(values) else "-" for i in range(len(objectives))]
-        row += [_num(t.user_attrs.get(studies.TEST_ACCURACY, "-")),
-                _num(t.user_attrs.get(studies.EPOCHS_RUN, t.user_attrs.get(studies.STOPPED_AT_EPOCH, "-"))),
+        attrs = t.user_attrs
+        row += [_num(attrs.get(studies.TEST_ACCURACY, "-")),
+                _num(attrs.get(studies.EPOCHS_RUN, attrs.get(studies.STOPPED_AT_EPOCH, "-"))),
                 ", ".join(f"{k.split('.')[-1] if len(k) > 24 else k}={_num(v)}"
                           for k, v in t.params.items())]
         rows.append(row)

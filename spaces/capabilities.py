@@ -18,8 +18,18 @@ def _frozen(options: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(options))
 
 
+class _Entry:
+    options: Mapping[str, Any]
+    name: str
+
+    def value(self, section: Mapping[str, Any] | None, key: str) -> Any:
+        """The section's value of `key`, else this entry's default (what a builder reads)."""
+        given = (section or {}).get(key)
+        return self.options[key] if given is None else given
+
+
 @dataclass(frozen=True)
-class SamplerCaps:
+class SamplerCaps(_Entry):
     name: str
     doc: str
     options: Mapping[str, Any] = field(default_factory=dict)  # its own options → default
@@ -29,7 +39,7 @@ class SamplerCaps:
 
 
 @dataclass(frozen=True)
-class PrunerCaps:
+class PrunerCaps(_Entry):
     name: str
     doc: str
     options: Mapping[str, Any] = field(default_factory=dict)  # its own options → default

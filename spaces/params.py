@@ -15,7 +15,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 
 from .optuna_private import contains
-from .values import encode, same
+from .values import encode, same, word
 
 KINDS = ("float", "int", "categorical", "constant")
 
@@ -110,21 +110,10 @@ class Param:
         """The domain in words, for `search validate`: `float in [0.001, 0.1], log`."""
         d = self.distribution
         if self.kind == "constant":
-            return f"= {_word(self.value)}"
+            return f"= {word(self.value)}"
         if self.kind == "categorical":
-            return "one of " + ", ".join(_word(c) for c in self.choices)
+            return "one of " + ", ".join(word(c) for c in self.choices)
         extra = ", log" if d.log else ""
         if d.step is not None and not (self.kind == "int" and d.step == 1):
-            extra += f", step {_word(d.step)}"
-        return f"{self.kind} in [{_word(d.low)}, {_word(d.high)}]{extra}"
-
-
-def _word(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:g}"
-    return str(value)
-
+            extra += f", step {word(d.step)}"
+        return f"{self.kind} in [{word(d.low)}, {word(d.high)}]{extra}"

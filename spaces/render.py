@@ -6,8 +6,8 @@ from typing import Any, Protocol
 
 from trainers.catalog import GROUPS
 
-from .params import Param, _word
-from .values import key
+from .params import Param
+from .values import key, word
 from .yamlio import dump_yaml
 
 
@@ -94,7 +94,7 @@ def describe(space: Space) -> str:
     fixed = [(f"{g}.{k}", v) for g, opts in space.fixed_values.items() for k, v in opts.items()]
     if fixed:
         lines.append("  fixed (differs from the defaults):")
-        lines += [f"    {path}: {_word(v)}" for path, v in fixed]
+        lines += [f"    {path}: {word(v)}" for path, v in fixed]
     kids = _children(space)
     roots = [p for p in space.all_params if p.parent is None]
     if roots:
@@ -123,16 +123,16 @@ def _describe_param(p: Param, kids: dict, indent: int, lines: list[str]) -> None
     when = ""
     if p.when:
         when = "  when " + " and ".join(
-            f"{c.param} in ({', '.join(_word(v) for v in c.values)})" for c in p.when)
+            f"{c.param} in ({', '.join(word(v) for v in c.values)})" for c in p.when)
     name = p.name if p.kind != "constant" else p.path
     lines.append(f"{pad}{name}: {p.domain()}{when}")
     for choice in p.choices:
         branch = kids.get(p.name, {}).get(key(choice), [])
         if branch:
-            lines.append(f"{pad}  if {_word(choice)}:")
+            lines.append(f"{pad}  if {word(choice)}:")
             for kid in branch:
                 _describe_param(kid, kids, indent + 4, lines)
 
 
 def _pairs(d: dict) -> str:
-    return ", ".join(f"{k} {_word(v)}" for k, v in d.items())
+    return ", ".join(f"{k} {word(v)}" for k, v in d.items())

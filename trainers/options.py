@@ -13,6 +13,44 @@ from typing import Any, Callable
 # Value kinds a setting may have. "floats"/"ints" are fixed-length or free-length lists of numbers,
 # "mapping" is a free-form dict (e.g. keyword arguments for a user's factory).
 KINDS = ("float", "int", "bool", "str", "floats", "ints", "mapping")
+KIND_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
+              "str": "a string", "floats": "a list of numbers", "ints": "a list of integers",
+              "mapping": "a mapping"}
+
+
+class _NotOfKind:
+    def __repr__(self) -> str:
+        return "NOT_OF_KIND"
+
+
+NOT_OF_KIND: Any = _NotOfKind()  # what coerce_kind returns for a value of another kind
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def coerce_kind(kind: str, value: Any) -> Any:
+    """The value normalised to its kind (ints become floats for float options), or NOT_OF_KIND.
+    Booleans are never numbers (YAML `true` is not 1); floats are finite. The one kind check of
+    the space language (spaces/values.py) and the trainer (trainers/settings.py)."""
+    if kind == "float":
+        return float(value) if _number(value) and math.isfinite(value) else NOT_OF_KIND
+    if kind == "int":
+        return value if isinstance(value, int) and not isinstance(value, bool) else NOT_OF_KIND
+    if kind == "bool":
+        return value if isinstance(value, bool) else NOT_OF_KIND
+    if kind == "str":
+        return value if isinstance(value, str) else NOT_OF_KIND
+    if kind in ("floats", "ints"):
+        if not isinstance(value, (list, tuple)):
+            return NOT_OF_KIND
+        items = [coerce_kind(kind[:-1], x) for x in value]
+        return NOT_OF_KIND if any(x is NOT_OF_KIND for x in items) else items
+    if kind == "mapping":
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        return dict(value) if ok else NOT_OF_KIND
+    raise ValueError(f"unknown kind {kind!r}")  # pragma: no cover - Option checks its kind
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..checkpoints import read_saved
 from ..errors import TrainerError
 from .finetuning import rebuild_knn
 from .model import StageModel, _load, build_float, quiet
@@ -46,16 +47,8 @@ def load_stage_model(path: str | os.PathLike) -> StageModel:
     """A model written by `save_stage_model`: built from its config, its steps redone, its
     state_dict loaded. TrainerError naming the path when the file is missing or damaged."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise TrainerError(f"stage model {path}: no such file; expected a file written by "
-                           "save_stage_model")
-    try:
-        with quiet():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrainerError(f"stage model {path}: cannot be read ({reason}); the file is "
-                           "damaged or was not written by torch-search") from None
+    with quiet():
+        saved = read_saved(path, "stage model", "a file written by save_stage_model")
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise TrainerError(f"stage model {path}: not a stage model file of this version "
                            f"(expected format {FORMAT!r})")
