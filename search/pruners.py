@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from search.errors import UserError
 from search.plan import EPOCH_METRICS, Objective, field_of
-from spaces.capabilities import PRUNERS as CAPS, PrunerCaps
+from spaces.capabilities import PRUNERS as CAPS, PrunerCaps, mutable
 
 TIME_ATTR = "training_iteration"
 
@@ -48,8 +48,8 @@ def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import HyperBandScheduler
 
     return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
-                              reduction_factor=float(option(section, "hyperband",
-                                                            "reduction_factor")))
+                              reduction_factor=float(CAPS["hyperband"].value(
+                                  section, "reduction_factor")))
 
 
 def _hyperband_holds(section: dict, max_t: int) -> int:
@@ -91,16 +91,6 @@ def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
         perturbation_interval=float(CAPS["pbt"].value(section, "perturbation_interval")),
         quantile_fraction=float(CAPS["pbt"].value(section, "quantile_fraction")),
         hyperparam_mutations={"params": mutations_of(space)}, synch=True, log_config=False)
-
-
-# A PBT member continues from another member's checkpoint: parameters that shape the model or
-# the data, or choose the optimiser/schedule class, would not fit that checkpoint.
-FROZEN_GROUPS = ("model", "data")
-FROZEN_SETTINGS = ("optimizer.name", "scheduler.name", "train.epochs")
-
-
-def mutable(path: str) -> bool:
-    return path.split(".", 1)[0] not in FROZEN_GROUPS and path not in FROZEN_SETTINGS
 
 
 def mutations_of(space: Any) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class PrunerCaps(_Entry):
     watches_metric: bool = True   # compares trials epoch by epoch on the first objective
     multi_objective: bool = False  # can it run with several objectives?
     conditionals: bool = True     # can it run a space with conditional parameters?
+    mutates: bool = False         # changes parameters mid-training: needs one that may change
 
 
 _TPE = {"n_startup_trials": 8, "multivariate": True, "group": True, "constant_liar": True}
@@ -80,8 +81,19 @@ PRUNERS: Mapping[str, PrunerCaps] = MappingProxyType({p.name: p for p in (
     PrunerCaps("pbt", "population-based training: exploit the best trials' checkpoints and "
                "perturb their parameters every perturbation_interval epochs",
                _frozen({"perturbation_interval": 2, "quantile_fraction": 0.25}),
-               uses_searcher=False, conditionals=False),
+               uses_searcher=False, conditionals=False, mutates=True),
 )})
+
+# A member of a mutating pruner (pbt) continues from another member's checkpoint: parameters that
+# shape the model or the data, or choose the optimiser/schedule class, would not fit it.
+FROZEN_GROUPS = ("model", "data")
+FROZEN_SETTINGS = ("optimizer.name", "scheduler.name", "train.epochs")
+
+
+def mutable(path: str) -> bool:
+    """Whether the setting `group.option` may change in the middle of training."""
+    return path.split(".", 1)[0] not in FROZEN_GROUPS and path not in FROZEN_SETTINGS
+
 
 # The sampler beside a pruner that cannot share the run with a searcher (pbt samples its
 # population up front, at random).

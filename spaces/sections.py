@@ -287,6 +287,11 @@ def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget
                              "parameters", path=conditional.spec_path,
                              value=Raw("a conditional parameter"), file=loc.file,
                              line=conditional.line)
+    if pruner_caps.mutates and params and not any(caps.mutable(p.path) for p in params):
+        raise loc.error(("pruner", "name"), f"{pruner['name']} needs a searched parameter it "
+                        "can change mid-training (an optimizer, regularization or augment "
+                        "setting); model and data settings cannot change under a running "
+                        "checkpoint", pruner["name"])
     if sampler_caps.finite:
         for p in params:
             if p.kind == "float" and p.distribution.step is None:

@@ -114,3 +114,11 @@ def test_defaults_come_from_the_capability_table():
     assert sampler._n_startup_trials == capabilities.SAMPLERS["gp"].options["n_startup_trials"]
     # an objective known only at the end leaves nothing to prune on: pruner none by default
     assert load_space("name: f\nobjective: num_params\n").pruner["name"] == "none"
+
+
+def test_pbt_needs_a_parameter_it_may_change_in_both():
+    text = ("name: p\npruner: {name: pbt}\nspace:\n  model:\n    width: {choices: [8, 16]}\n")
+    with pytest.raises(SpaceError, match="pbt needs a searched parameter it can change"):
+        load_space(text)
+    build_like_run(load_space(text.replace("model:\n    width", "optimizer:\n    lr")
+                              .replace("[8, 16]", "[0.01, 0.1]")))
