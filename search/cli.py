@@ -44,14 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from search.errors import UserError
-    from trainers.errors import TrainerError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (UserError, TrainerError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

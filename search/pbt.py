@@ -70,11 +70,11 @@ class StudyRecorder(Callback):
 
         storage = studies.open_storage(self.storage_url)
         study = studies.load_study(storage, self.study_name)
-        if any(t.user_attrs.get("tune_trial_id") == trial.trial_id
+        if any(t.user_attrs.get(studies.TUNE_TRIAL_ID) == trial.trial_id
                for t in studies.of_run(study.get_trials(deepcopy=False), self.run_id)):
             return  # recorded before a restart
         result = trial.last_result or {}
-        attrs = {"tune_trial_id": trial.trial_id, "run_id": self.run_id, "pbt": True}
+        attrs = {studies.TUNE_TRIAL_ID: trial.trial_id, studies.RUN_ID: self.run_id, "pbt": True}
         values = None
         reason = error_text or result.get(FAIL_KEY)
         if reason:

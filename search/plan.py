@@ -12,15 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from search.errors import UserError
-
-# Metrics fit() reports after every epoch; the rest (test_accuracy, num_params, ...) exist only at
-# the end of a trial, so a scheduler cannot prune on them.
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "grad_norm", "epoch_time",
-                 "samples_per_sec")
-FINAL_METRICS = ("test_accuracy", "num_params", "best_val_accuracy", "latency_ms")
-
-_DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize",
-               "minimize": "minimize"}
+# Metrics fit() reports after every epoch (a scheduler can prune on them) and those known only
+# when a trial ends: facts of the metric table, shared with the space validator.
+from spaces.capabilities import DIRECTIONS, EPOCH_METRICS, FINAL_METRICS  # noqa: F401
 
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
@@ -51,10 +45,10 @@ def objectives_of(space: Any) -> tuple[Objective, ...]:
     out = []
     for i, item in enumerate(items):
         metric, direction = field_of(item, "metric"), field_of(item, "direction", "maximize")
-        if not isinstance(metric, str) or str(direction).lower() not in _DIRECTIONS:
+        if not isinstance(metric, str) or direction not in DIRECTIONS:
             raise UserError(f"objective[{i}]: needs a metric name and a direction (maximize or "
                             f"minimize), got {item!r}")
-        out.append(Objective(metric, _DIRECTIONS[str(direction).lower()]))
+        out.append(Objective(metric, direction))
     if not out:
         raise UserError("objective: at least one {metric, direction} is required")
     return tuple(out)

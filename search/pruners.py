@@ -4,6 +4,8 @@ Early stopping is Tune's job (Optuna's own pruners never run inside Tune). Every
 counts time in epochs (`training_iteration`, which the trainable sets to the epoch number) and
 watches the first objective. `pbt` is a mode of its own: it cannot share the run with a
 searcher, so its population is sampled up front and its mutations come from the space.
+What each pruner can do (its options and their defaults, a searcher beside it, several
+objectives) is its entry in spaces/capabilities.py, which the space validator reads too.
 """
 from __future__ import annotations
 
@@ -13,42 +15,41 @@ from typing import Any, Callable
 
 from search.errors import UserError
 from search.plan import EPOCH_METRICS, Objective, field_of
+from spaces.capabilities import PRUNERS as CAPS, PrunerCaps, mutable
 
 TIME_ATTR = "training_iteration"
 
 
 @dataclass(frozen=True)
 class PrunerInfo:
-    name: str
+    caps: PrunerCaps  # what it can do, shared with the space validator
     build: Callable[[dict, Objective, int, Any], Any]  # (section, objective, max_t, space)
-    doc: str
-    uses_searcher: bool = True   # False: Tune refuses a search algorithm beside it (PBT)
-    watches_metric: bool = True  # False: needs no per-epoch objective (FIFO)
     # (section, max_t) -> trials the scheduler needs started at once, running or paused
     holds: Callable[[dict, int], int] | None = None
 
-
-def _int(section: dict, key: str, default: int) -> int:
-    value = field_of(section, key)
-    return default if value is None else int(value)
+    name = property(lambda self: self.caps.name)
+    doc = property(lambda self: self.caps.doc)
+    uses_searcher = property(lambda self: self.caps.uses_searcher)
+    watches_metric = property(lambda self: self.caps.watches_metric)
 
 
 def _asha(section: dict, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import ASHAScheduler
 
-    grace = min(_int(section, "grace_period", 1), max_t)
+    caps = CAPS["asha"]
+    grace = min(int(caps.value(section, "grace_period")), max_t)
     return ASHAScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
                          grace_period=grace,
-                         reduction_factor=float(field_of(section, "reduction_factor", 3) or 3),
-                         brackets=_int(section, "brackets", 1))
+                         reduction_factor=float(caps.value(section, "reduction_factor")),
+                         brackets=int(caps.value(section, "brackets")))
 
 
 def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import HyperBandScheduler
 
     return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
-                              reduction_factor=float(field_of(section, "reduction_factor", 3)
-                                                     or 3))
+                              reduction_factor=float(CAPS["hyperband"].value(
+                                  section, "reduction_factor")))
 
 
 def _hyperband_holds(section: dict, max_t: int) -> int:
@@ -56,7 +57,7 @@ def _hyperband_holds(section: dict, max_t: int) -> int:
     halved only when all its trials reached the milestone, the early ones paused meanwhile; if
     Tune may start no more trials than run at once, the bracket never fills and nothing is
     pruned (with 2 slots: brackets of 2)."""
-    eta = float(field_of(section, "reduction_factor", 3) or 3)
+    eta = float(CAPS["hyperband"].value(section, "reduction_factor"))
     s_max_1 = int(round(math.log(max(1, max_t)) / math.log(eta))) + 1
     s = s_max_1 - 1
     return int(math.ceil(s_max_1 / (s + 1) * eta ** s))
@@ -67,7 +68,8 @@ def _median(section: dict, obj: Objective, max_t: int, space: Any):
 
     # time_attr in epochs: Tune's default counts the grace period in seconds.
     return MedianStoppingRule(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-                              grace_period=float(_int(section, "grace_period", 1)),
+                              grace_period=float(CAPS["median"].value(section,
+                                                                      "grace_period")),
                               min_samples_required=3)
 
 
@@ -86,19 +88,9 @@ def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
     # no member to copy at all when one member runs ahead of the others.
     return PopulationBasedTraining(
         time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-        perturbation_interval=float(_int(section, "perturbation_interval", 2)),
-        quantile_fraction=float(field_of(section, "quantile_fraction", 0.25) or 0.25),
+        perturbation_interval=float(CAPS["pbt"].value(section, "perturbation_interval")),
+        quantile_fraction=float(CAPS["pbt"].value(section, "quantile_fraction")),
         hyperparam_mutations={"params": mutations_of(space)}, synch=True, log_config=False)
-
-
-# A PBT member continues from another member's checkpoint: parameters that shape the model or
-# the data, or choose the optimiser/schedule class, would not fit that checkpoint.
-FROZEN_GROUPS = ("model", "data")
-FROZEN_SETTINGS = ("optimizer.name", "scheduler.name", "train.epochs")
-
-
-def mutable(path: str) -> bool:
-    return path.split(".", 1)[0] not in FROZEN_GROUPS and path not in FROZEN_SETTINGS
 
 
 def mutations_of(space: Any) -> dict[str, Any]:
@@ -134,18 +126,11 @@ def mutations_of(space: Any) -> dict[str, Any]:
     return out
 
 
-PRUNERS: dict[str, PrunerInfo] = {p.name: p for p in (
-    PrunerInfo("asha", _asha, "asynchronous successive halving: stop the worst trials at "
-               "grace_period * reduction_factor^k epochs"),
-    PrunerInfo("hyperband", _hyperband, "synchronous HyperBand brackets (pauses trials)",
-               holds=_hyperband_holds),
-    PrunerInfo("median", _median, "stop a trial below the median of the others at the same "
-               "epoch, after grace_period epochs"),
-    PrunerInfo("none", _none, "run every trial to its last epoch", watches_metric=False),
-    PrunerInfo("pbt", _pbt, "population-based training: exploit the best trials' checkpoints "
-               "and perturb their parameters every perturbation_interval epochs",
-               uses_searcher=False),
-)}
+_BUILDS = {"asha": _asha, "hyperband": _hyperband, "median": _median, "none": _none,
+           "pbt": _pbt}
+_HOLDS = {"hyperband": _hyperband_holds}
+PRUNERS: dict[str, PrunerInfo] = {name: PrunerInfo(caps, _BUILDS[name], _HOLDS.get(name))
+                                  for name, caps in CAPS.items()}
 
 
 def pruner_info(space: Any) -> PrunerInfo:
@@ -181,10 +166,14 @@ def holding_note(space: Any, max_t: int, started: int) -> str | None:
             "it will prune little; use asha, or a larger max_concurrent")
 
 
-def build_scheduler(space: Any, objective: Objective, max_t: int):
-    """The Tune scheduler for the space's pruner, watching `objective` over `max_t` epochs."""
+def build_scheduler(space: Any, objective: Objective, max_t: int, n_objectives: int = 1):
+    """The Tune scheduler for the space's pruner, watching `objective` (the first of
+    `n_objectives`) over `max_t` epochs."""
     section = field_of(space, "pruner", {}) or {}
     info = pruner_info(space)
+    if n_objectives > 1 and not info.caps.multi_objective:
+        raise UserError(f"pruner.name: {info.name} needs a single objective, the space has "
+                        f"{n_objectives}; use pruner name none")
     if info.watches_metric and objective.metric not in EPOCH_METRICS:
         raise UserError(f"pruner.name: {info.name} compares trials epoch by epoch on the first "
                         f"objective, but {objective.metric!r} is only known when a trial ends; "

@@ -68,7 +68,8 @@ def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
     plan = TrialPlan(objectives, budget_of(space), resources_of(space), fit, str(exp_dir))
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
-    scheduler = build_scheduler(space, objectives[0], max_epochs(space, plan.budget))
+    scheduler = build_scheduler(space, objectives[0], max_epochs(space, plan.budget),
+                                len(objectives))
     return plan, scheduler
 
 
@@ -109,8 +110,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
                 "previous_run": warm.previous, "warm_start": warm.record()}
     write_run_file(exp_dir, run_info)
     (exp_dir / "space.pkl").write_bytes(pickle.dumps(space))
-    if hasattr(space, "to_yaml"):
-        (exp_dir / "space.yaml").write_text(space.to_yaml())
+    (exp_dir / "space.yaml").write_text(space.to_yaml())
 
     with ray_session(options.address, options.cpus) as cluster:
         slots = concurrency(plan.resources, cluster)
@@ -249,14 +249,14 @@ def reconcile(study, run_id: str, exp_dir: Path, objectives,
     for t in studies.of_run(study.get_trials(deepcopy=False), run_id):
         if t.state != TrialState.RUNNING:
             continue
-        tune_id = t.user_attrs.get("tune_trial_id")
+        tune_id = t.user_attrs.get(studies.TUNE_TRIAL_ID)
         tt = tune_trials.get(tune_id)
         if tt is None:
             if not detach:
                 continue
             trial = studies.live(study, t.number)
-            trial.set_user_attr("tune_trial_id", "")
-            trial.set_user_attr("orphan_of", tune_id)
+            trial.set_user_attr(studies.TUNE_TRIAL_ID, "")
+            trial.set_user_attr(studies.ORPHAN_OF, tune_id)
             done["detached"] += 1
         elif tt.status in ("TERMINATED", "ERROR"):
             reason = error_reason(str(exp_dir), tune_id) if tt.status == "ERROR" else None

@@ -127,7 +127,7 @@ def locate(target: str, output: str | None = None,
 
 def space_of_trial(output: Path, trial) -> Any:
     """The space a trial was sampled from (its run's copy), to rebuild its config."""
-    run_id = trial.user_attrs.get("run_id")
+    run_id = trial.user_attrs.get(studies.RUN_ID)
     path = output / str(run_id) / "space.pkl"
     if not path.is_file():
         runs = runs_of(output)

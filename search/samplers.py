@@ -1,8 +1,9 @@
 """The sampler registry: the space's `sampler.name` → an Optuna sampler.
 
-Each entry is a small frozen record with a build function taking the space's sampler section
-(a dict with defaults filled by spaces/), the space and the number of objectives. Optuna is
-imported lazily so `search --help` stays fast.
+What each sampler can do (its options and their defaults, several objectives, conditional
+spaces, finite domains) is its entry in spaces/capabilities.py, which the space validator reads
+too; here each name gets its build function, taking the space's sampler section, the space and
+the number of objectives. Optuna is imported lazily so `search --help` stays fast.
 """
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from typing import Any, Callable
 
 from search.errors import UserError
 from search.plan import field_of
+from spaces.capabilities import SAMPLERS as CAPS, SamplerCaps
 
 
 @dataclass(frozen=True)
 class SamplerInfo:
-    name: str
+    caps: SamplerCaps  # what it can do, shared with the space validator
     build: Callable[[dict, Any, int, int | None], Any]  # (section, space, n_objectives, seed)
-    doc: str
-    multi_objective: bool = True  # can it rank several objectives?
+
+    name = property(lambda self: self.caps.name)
+    doc = property(lambda self: self.caps.doc)
+    multi_objective = property(lambda self: self.caps.multi_objective)
 
 
 def derive_seed(seed: int | None, n_trials: int) -> int | None:
@@ -41,29 +45,27 @@ def _experimental_ok():
         yield
 
 
-def _startup(section: dict, default: int) -> int:
-    n = field_of(section, "n_startup_trials")
-    return default if n is None else int(n)
-
-
 def _tpe(section: dict, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    multivariate = bool(field_of(section, "multivariate", True))
+    caps = CAPS["tpe"]
+    multivariate = bool(caps.value(section, "multivariate"))
     # `group` lets a multivariate TPE model conditional spaces (each set of parameters that
     # occur together); it only matters, and is only turned on, when there are conditionals.
-    group = field_of(section, "group") is not False and multivariate \
+    group = bool(caps.value(section, "group")) and multivariate \
         and bool(field_of(space, "has_conditionals", False))
     with _experimental_ok():  # multivariate/group are "experimental" in Optuna 5
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=_startup(section, 10), multivariate=multivariate,
-            group=group, constant_liar=bool(field_of(section, "constant_liar", True)))
+            seed=seed, n_startup_trials=int(caps.value(section, "n_startup_trials")),
+            multivariate=multivariate, group=group,
+            constant_liar=bool(caps.value(section, "constant_liar")))
 
 
 def _gp(section: dict, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=_startup(section, 10))
+    return optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=int(CAPS["gp"].value(section, "n_startup_trials")))
 
 
 def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
@@ -78,7 +80,7 @@ def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
     # CMA-ES models only float/int parameters; Optuna samples categoricals and conditional
     # parameters with the independent (random) sampler given here.
     return optuna.samplers.CmaEsSampler(
-        seed=seed, n_startup_trials=_startup(section, 1),
+        seed=seed, n_startup_trials=int(CAPS["cmaes"].value(section, "n_startup_trials")),
         independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         warn_independent_sampling=False, consider_pruned_trials=False)
 
@@ -94,7 +96,7 @@ def _qmc(section: dict, space: Any, n_obj: int, seed: int | None):
 
     with _experimental_ok():
         return optuna.samplers.QMCSampler(
-            qmc_type=str(field_of(section, "qmc_type", "sobol")), scramble=True, seed=seed,
+            qmc_type=str(CAPS["qmc"].value(section, "qmc_type")), scramble=True, seed=seed,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),
             warn_asynchronous_seeding=False, warn_independent_sampling=False)
 
@@ -131,17 +133,10 @@ def _grid(section: dict, space: Any, n_obj: int, seed: int | None):
     return AskTellGrid(grid, seed=seed)
 
 
-SAMPLERS: dict[str, SamplerInfo] = {s.name: s for s in (
-    SamplerInfo("tpe", _tpe, "Tree-structured Parzen Estimator (default); multivariate, grouped "
-                "for conditional spaces, constant liar for parallel trials"),
-    SamplerInfo("gp", _gp, "Gaussian-process Bayesian optimisation"),
-    SamplerInfo("cmaes", _cmaes, "CMA-ES on float/int parameters; categoricals are sampled "
-                "independently (at random)", multi_objective=False),
-    SamplerInfo("random", _random, "independent uniform sampling"),
-    SamplerInfo("grid", _grid, "every combination of finite domains", multi_objective=False),
-    SamplerInfo("qmc", _qmc, "quasi-Monte Carlo (Sobol or Halton) low-discrepancy points"),
-    SamplerInfo("nsga2", _nsga2, "NSGA-II genetic algorithm for several objectives"),
-)}
+_BUILDS = {"tpe": _tpe, "gp": _gp, "cmaes": _cmaes, "random": _random, "grid": _grid,
+           "qmc": _qmc, "nsga2": _nsga2}
+SAMPLERS: dict[str, SamplerInfo] = {name: SamplerInfo(caps, _BUILDS[name])
+                                    for name, caps in CAPS.items()}
 
 
 def build_sampler(space: Any, n_objectives: int, n_existing: int = 0):
@@ -153,8 +148,9 @@ def build_sampler(space: Any, n_objectives: int, n_existing: int = 0):
         raise UserError(f"sampler.name: unknown sampler {name!r}; expected one of "
                         f"{', '.join(SAMPLERS)}")
     if n_objectives > 1 and not info.multi_objective:
+        able = ", ".join(n for n, c in CAPS.items() if c.multi_objective)
         raise UserError(f"sampler.name: {name} handles one objective, the space has "
-                        f"{n_objectives}; use nsga2, tpe or random")
+                        f"{n_objectives}; use one of {able}")
     seed = field_of(section, "seed")
     if seed is None:
         seed = field_of(space, "seed")

@@ -30,8 +30,8 @@ FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended b
 FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
 FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
 NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
-RECORDED = ("test_accuracy", "num_params", "selected_epoch", "epochs_run", "trial_dir",
-            "split")
+RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
+            studies.TRIAL_DIR, "split")
 
 
 def trial_dirname(trial) -> str:
@@ -79,7 +79,7 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
                 trial.set_user_attr(key, result[key])
         study.tell(number, [float(v) for v in values], state=TrialState.COMPLETE)
         return "COMPLETE"
-    trial.set_user_attr("stopped_at_epoch", result.get("training_iteration"))
+    trial.set_user_attr(studies.STOPPED_AT_EPOCH, result.get("training_iteration"))
     study.tell(number, state=TrialState.PRUNED)
     return "PRUNED"
 
@@ -130,7 +130,7 @@ class StudySearcher(Searcher):
         """The id mapping and reported steps, from the study's user attributes."""
         self._numbers, self._steps, self._live = {}, {}, {}
         for t in studies.of_run(self._study.get_trials(deepcopy=False), self.run_id):
-            tune_id = t.user_attrs.get("tune_trial_id")
+            tune_id = t.user_attrs.get(studies.TUNE_TRIAL_ID)
             if tune_id:
                 self._numbers[tune_id] = t.number
                 self._steps[t.number] = set(t.intermediate_values)
@@ -157,8 +157,8 @@ class StudySearcher(Searcher):
             if len(self._numbers) >= self.max_trials:
                 return Searcher.FINISHED
             trial = self._ask()
-        trial.set_user_attr("tune_trial_id", trial_id)
-        trial.set_user_attr("run_id", self.run_id)
+        trial.set_user_attr(studies.TUNE_TRIAL_ID, trial_id)
+        trial.set_user_attr(studies.RUN_ID, self.run_id)
         self._numbers[trial_id] = trial.number
         self._steps.setdefault(trial.number, set())
         self._live[trial.number] = trial
@@ -191,7 +191,7 @@ class StudySearcher(Searcher):
         from search.errors import UserError
 
         for t in studies.of_run(self.study.get_trials(deepcopy=False), self.run_id):
-            if t.state == TrialState.RUNNING and t.user_attrs.get("tune_trial_id") == "":
+            if t.state == TrialState.RUNNING and t.user_attrs.get(studies.TUNE_TRIAL_ID) == "":
                 trial = self._trial(t.number)
                 try:  # a driver killed while sampling left it with only some of its params
                     self.space.define_by_run(trial)

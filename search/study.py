@@ -16,6 +16,18 @@ from typing import Any, Iterable
 from search.errors import UserError
 
 ENV_STORAGE = "SEARCH_STORAGE"
+
+# Optuna trial user attributes this service writes and reads back (the searcher, a resume, the
+# stages, the summaries and tracking all read them by these names; search/searcher.py copies the
+# RECORDED result keys of search/trainable.py under the same names).
+RUN_ID = "run_id"                      # the search run that asked the trial
+TUNE_TRIAL_ID = "tune_trial_id"        # the Tune trial running it; "" once orphaned
+ORPHAN_OF = "orphan_of"                # the Tune id of an orphaned trial
+STOPPED_AT_EPOCH = "stopped_at_epoch"  # the last epoch Tune saw
+MLFLOW_RUN_ID = "mlflow_run_id"        # the trial's MLflow child run
+TRIAL_DIR = "trial_dir"                # the trial's folder (its checkpoints)
+TEST_ACCURACY = "test_accuracy"        # of the selected model, measured once at the end
+EPOCHS_RUN = "epochs_run"
 FAIL_REASON = "fail_reason"
 # Study user attr: the study that continues this one after a parameter's distribution changed
 # (search/warmstart.py); `<name>`, `<name>@2`, `<name>@3`, ...
@@ -162,7 +174,7 @@ def load_study(storage, name: str, sampler=None):
 
 
 def of_run(trials: Iterable, run_id: str) -> list:
-    return [t for t in trials if t.user_attrs.get("run_id") == run_id]
+    return [t for t in trials if t.user_attrs.get(RUN_ID) == run_id]
 
 
 def counts(trials: Iterable) -> dict[str, int]:
@@ -200,27 +212,27 @@ def ask(study, run_id: str):
     start's) is popped by Optuna itself and labelled after; only those keep that small window."""
     import datetime
 
-    import optuna
     from optuna.trial import FrozenTrial, TrialState
+
+    from spaces import optuna_private
 
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial = study.ask()
-        trial.set_user_attr("run_id", run_id)
+        trial.set_user_attr(RUN_ID, run_id)
         return trial
     template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None,
                            datetime_start=datetime.datetime.now(), datetime_complete=None,
-                           params={}, distributions={}, user_attrs={"run_id": run_id},
+                           params={}, distributions={}, user_attrs={RUN_ID: run_id},
                            system_attrs={}, intermediate_values={}, trial_id=-1)
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.trial.Trial(study, trial_id)
+    return optuna_private.create_trial(study, template)
 
 
 def live(study, number: int):
     """The writable Trial of a RUNNING trial, from its number alone (after a restart the
     Trial objects `ask` returned are gone; the storage id is the only way back to one)."""
-    import optuna
+    from spaces import optuna_private
 
-    return optuna.trial.Trial(study, study.get_trials(deepcopy=False)[number]._trial_id)
+    return optuna_private.writable_trial(study, study.get_trials(deepcopy=False)[number])
 
 
 def fail(study, number: int, reason: str) -> None:

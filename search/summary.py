@@ -26,8 +26,9 @@ def trial_table(trials: Sequence, objectives: Sequence[Objective], limit: int = 
         values = list(t.values or [])
         row = [str(t.number), t.state.name]
         row += [_num(values[i]) if i < len(values) else "-" for i in range(len(objectives))]
-        row += [_num(t.user_attrs.get("test_accuracy", "-")),
-                _num(t.user_attrs.get("epochs_run", t.user_attrs.get("stopped_at_epoch", "-"))),
+        attrs = t.user_attrs
+        row += [_num(attrs.get(studies.TEST_ACCURACY, "-")),
+                _num(attrs.get(studies.EPOCHS_RUN, attrs.get(studies.STOPPED_AT_EPOCH, "-"))),
                 ", ".join(f"{k.split('.')[-1] if len(k) > 24 else k}={_num(v)}"
                           for k, v in t.params.items())]
         rows.append(row)
@@ -64,7 +65,7 @@ def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str
     best = studies.best_trials(study)
     if best and len(objectives) == 1:
         t = best[0]
-        test = t.user_attrs.get("test_accuracy")
+        test = t.user_attrs.get(studies.TEST_ACCURACY)
         split = t.user_attrs.get("split")
         lines.append(f"best: trial #{t.number} {objectives[0].metric} = {_num(t.values[0])}"
                      + (f", test_accuracy = {_num(test)}" if test is not None else "")
@@ -104,7 +105,7 @@ def best_space(space: Any, config: dict, trial, study_name: str) -> str:
                pruner={"name": "none"}, resources=space.resources, tracking=space.tracking,
                stages=space.stages)
     values = ", ".join(f"{_num(v)}" for v in trial.values or [])
-    test = trial.user_attrs.get("test_accuracy")
+    test = trial.user_attrs.get(studies.TEST_ACCURACY)
     head = (f"# best trial #{trial.number} of study {study_name}: objective {values}"
             + (f", test_accuracy {_num(test)}" if test is not None else "")
             + f"\n# run it again with: search run <this file>\n")
@@ -118,7 +119,7 @@ def best_checkpoint(trial) -> str | None:
     """The trainer's best.pt of a finished trial (kept in its last Tune checkpoint)."""
     from pathlib import Path
 
-    folder = trial.user_attrs.get("trial_dir")
+    folder = trial.user_attrs.get(studies.TRIAL_DIR)
     if not folder or not Path(folder).is_dir():
         return None
     found = sorted(Path(folder).glob("checkpoint_*/best.pt"))

@@ -112,6 +112,11 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
                            str(Path(checkpoint_dir, "best.pt")) if checkpoint_dir else None)
 
 
+# Read by `search run` (commands/run.py): a fit function with `trains_model = False` leaves no
+# model for the stages to start from, so they are skipped.
+known_work_fit.trains_model = False  # type: ignore[attr-defined]
+
+
 def _meet(spec: str | None, timeout: float = 120.0) -> None:
     """Sign in to the meeting folder of `N:DIR` and wait until N calls have (see above)."""
     if not spec:
@@ -194,6 +199,18 @@ class ToySpace:
     def grid(self) -> dict[str, list]:
         return {"optimizer.lr": [1e-3, 1e-2, 1e-1], "optimizer.name": ["adamw", "adam"],
                 "model.width": [16, 32]}
+
+    def to_yaml(self) -> str:
+        """Its settings as YAML, for the run folder and MLflow like a real space's; not a space
+        file that `load_space` reads."""
+        import yaml
+
+        plain = json.loads(json.dumps(
+            {"name": self.name, "seed": self.seed, "epochs": self.epochs,
+             "conditional": self.conditional, "objective": self.objective, "toy": self.toy,
+             "budget": self.budget, "sampler": self.sampler, "pruner": self.pruner,
+             "resources": self.resources, "tracking": self.tracking}, default=str))
+        return yaml.safe_dump({"toy_space": plain}, sort_keys=False)
 
     def config_from_params(self, params: dict) -> dict:
         config: dict[str, dict] = {"optimizer": {"name": "adamw", "lr": 1e-2},

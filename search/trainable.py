@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search import study as studies
 from search.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
 from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY
 from search.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
@@ -50,15 +51,9 @@ def one_line(err: BaseException) -> str:
 def known_failure(err: BaseException) -> bool:
     """Failures that a retry would only repeat: end the trial as FAIL at once."""
     from search.errors import UserError
-    from trainers.errors import TrainerError
+    from trainers.errors import DivergedError
 
-    kinds: tuple[type, ...] = (UserError, TrainerError, FloatingPointError)
-    try:
-        from trainers.errors import DivergedError
-        kinds += (DivergedError,)
-    except ImportError:
-        pass
-    if isinstance(err, kinds):
+    if isinstance(err, (UserError, DivergedError, FloatingPointError)):
         return True
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):
@@ -140,9 +135,9 @@ def last_epoch_report(history: list[dict] | None) -> dict | None:
 
 def final_fields(result: Any, objectives: tuple[Objective, ...], trial_dir: str) -> dict:
     out = {FINISHED_KEY: True, "selected_epoch": getattr(result, "best_epoch", None),
-           "epochs_run": len(getattr(result, "history", []) or []),
-           "test_accuracy": getattr(result, "test_accuracy", None),
-           "num_params": getattr(result, "num_params", None), "trial_dir": trial_dir,
+           studies.EPOCHS_RUN: len(getattr(result, "history", []) or []),
+           studies.TEST_ACCURACY: getattr(result, "test_accuracy", None),
+           "num_params": getattr(result, "num_params", None), studies.TRIAL_DIR: trial_dir,
            "split": getattr(result, "split", None) or None}
     for o in objectives:
         value = selected_value(result, o.metric)

@@ -154,9 +154,11 @@ class ReplayTrial:
             self.missing.append(name)
             value = dist.choices[0] if hasattr(dist, "choices") else dist.low
         else:
+            from spaces.optuna_private import contains
+
             try:
                 internal = dist.to_internal_repr(self.earlier[name])
-                fits = dist._contains(internal)
+                fits = contains(dist, internal)
             except (ValueError, TypeError):
                 fits = False
             if not fits:

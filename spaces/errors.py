@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any, Iterable
 
-from search.errors import UserError
+from trainers.errors import UserError
 
 
 class _Missing:

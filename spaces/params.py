@@ -14,7 +14,8 @@ import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
 
-from .values import encode, same
+from .optuna_private import contains
+from .values import encode, same, word
 
 KINDS = ("float", "int", "categorical", "constant")
 
@@ -91,7 +92,7 @@ class Param:
             return False
         if isinstance(d, IntDistribution) and not isinstance(value, int):
             return False
-        return d._contains(d.to_internal_repr(value))
+        return contains(d, d.to_internal_repr(value))
 
     def grid(self) -> list[Any]:
         """Every value of the domain, for the grid sampler (floats need a step)."""
@@ -109,21 +110,10 @@ class Param:
         """The domain in words, for `search validate`: `float in [0.001, 0.1], log`."""
         d = self.distribution
         if self.kind == "constant":
-            return f"= {_word(self.value)}"
+            return f"= {word(self.value)}"
         if self.kind == "categorical":
-            return "one of " + ", ".join(_word(c) for c in self.choices)
+            return "one of " + ", ".join(word(c) for c in self.choices)
         extra = ", log" if d.log else ""
         if d.step is not None and not (self.kind == "int" and d.step == 1):
-            extra += f", step {_word(d.step)}"
-        return f"{self.kind} in [{_word(d.low)}, {_word(d.high)}]{extra}"
-
-
-def _word(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:g}"
-    return str(value)
-
+            extra += f", step {word(d.step)}"
+        return f"{self.kind} in [{word(d.low)}, {word(d.high)}]{extra}"

@@ -2,22 +2,33 @@
 that `search validate` prints."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from trainers.catalog import GROUPS
 
-from .params import Param, _word
-from .values import key
+from .params import Param
+from .values import key, word
 from .yamlio import dump_yaml
 
-if TYPE_CHECKING:
-    from .space import Space
+
+
+class Space(Protocol):
+    """What writing a space out reads (spaces.space.Space has it; this module sits below it)."""
+
+    name: str
+    description: str
+    seed: int
+    source: Any
+    fixed_values: dict
+    all_params: tuple[Param, ...]
+    params: list[Param]
+    objective: list[dict]
 
 
 def _children(space: Space) -> dict[str, dict[Any, list[Param]]]:
     """parent name → branch value (by key()) → the params and constants written there."""
     out: dict[str, dict[Any, list[Param]]] = {}
-    for p in space._all:
+    for p in space.all_params:
         if p.parent is not None:
             out.setdefault(p.parent.param, {}).setdefault(key(p.parent.values[0]), []).append(p)
     return out
@@ -61,7 +72,7 @@ def space_to_yaml(space: Space) -> str:
         doc["params"] = fixed["params"]
     kids = _children(space)
     tree: dict[str, dict[str, Any]] = {}
-    for p in space._all:
+    for p in space.all_params:
         if p.parent is None:
             where = tree.setdefault(p.group, {})
             option = p.option
@@ -79,7 +90,7 @@ def space_to_yaml(space: Space) -> str:
 def branch_count(space: Space) -> int:
     """Branches that carry parameters, plus parameters with their own `when`."""
     kids = _children(space)
-    return sum(len(b) for b in kids.values()) + sum(1 for p in space._all if p.when)
+    return sum(len(b) for b in kids.values()) + sum(1 for p in space.all_params if p.when)
 
 
 def describe(space: Space) -> str:
@@ -100,9 +111,9 @@ def describe(space: Space) -> str:
                 fixed.append((f"{g}.{k}", v))
     if fixed:
         lines.append("  fixed (differs from the defaults):")
-        lines += [f"    {path}: {_word(v)}" for path, v in fixed]
+        lines += [f"    {path}: {word(v)}" for path, v in fixed]
     kids = _children(space)
-    roots = [p for p in space._all if p.parent is None]
+    roots = [p for p in space.all_params if p.parent is None]
     if roots:
         lines.append("  searched:")
         for p in roots:
@@ -129,16 +140,16 @@ def _describe_param(p: Param, kids: dict, indent: int, lines: list[str]) -> None
     when = ""
     if p.when:
         when = "  when " + " and ".join(
-            f"{c.param} in ({', '.join(_word(v) for v in c.values)})" for c in p.when)
+            f"{c.param} in ({', '.join(word(v) for v in c.values)})" for c in p.when)
     name = p.name if p.kind != "constant" else p.path
     lines.append(f"{pad}{name}: {p.domain()}{when}")
     for choice in p.choices:
         branch = kids.get(p.name, {}).get(key(choice), [])
         if branch:
-            lines.append(f"{pad}  if {_word(choice)}:")
+            lines.append(f"{pad}  if {word(choice)}:")
             for kid in branch:
                 _describe_param(kid, kids, indent + 4, lines)
 
 
 def _pairs(d: dict) -> str:
-    return ", ".join(f"{k} {_word(v)}" for k, v in d.items())
+    return ", ".join(f"{k} {word(v)}" for k, v in d.items())

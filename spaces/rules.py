@@ -13,18 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainers.catalog import MODEL_INPUTS, OFFICIAL_TEST
+from trainers.catalog import IMAGE_SIZES, MODEL_INPUTS, OFFICIAL_TEST
 
 from .errors import Raw, SpaceError
 from .params import Param
 from .settings import Fixed, resolve
+from .values import word
 from .yamlio import Locator
 
 PROBE_LIMIT = 20_000
 
-# Native image sizes; image_folder has its own option, factories are unknown (not checked).
-IMAGE_SIZE = {"mnist5k": 28, "mnist": 28, "fashion_mnist": 28, "digits": 8, "cifar10": 32,
-              "cifar100": 32}
 
 # (the rule in words, the values that break it[, the setting to point at if not Rule.path])
 Broken = tuple
@@ -43,7 +41,7 @@ def image_size(cfg: dict) -> int | None:
         return data["resize"]
     if data["dataset"] == "image_folder":
         return data["image_size"]
-    return IMAGE_SIZE.get(data["dataset"])
+    return IMAGE_SIZES.get(data["dataset"])  # a factory's is unknown: not checked
 
 
 def _nesterov(cfg: dict) -> Broken | None:
@@ -242,16 +240,7 @@ def _leaf(config: dict, sampled: dict[str, Any], seq: list[Param], loc: Locator)
     involved = [p for p in seq if p.name in sampled and p.path in rule.reads]
     if not involved:
         raise loc.error(_where(rule, why), text, Raw(values))
-    where = ", ".join(f"{p.name}={_word(sampled[p.name])}" for p in involved)
+    where = ", ".join(f"{p.name}={word(sampled[p.name])}" for p in involved)
     raise SpaceError(f"{text}; the space can produce such configs ({where})",
                      path=involved[-1].spec_path, value=Raw(values), file=loc.file,
                      line=involved[-1].line)
-
-
-def _word(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-

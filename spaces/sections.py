@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from trainers.options import NONNEG_INT, POS_INT, POSITIVE, Check, Option, interval, one_of
 
+from . import capabilities as caps
 from .errors import Raw, SpaceError, suggest
 from .settings import augment_overrides, data_overrides, model_settings
 from .values import check_literal
@@ -28,14 +29,16 @@ class Section:
     selector: str | None = None
     applies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     parsers: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # before the check
+    # selector value -> the defaults of its own options (spaces/capabilities.py), which win
+    # over the options' table defaults
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "train_loss": "minimize",
-           "num_params": "minimize", "latency_ms": "minimize", "epoch_time": "minimize"}
+METRICS = {name: m.direction for name, m in caps.METRICS.items()}  # natural directions
 OBJECTIVE = Section("objective", {
-    "metric": O("str", "val_accuracy", "what the search optimises", one_of(*METRICS)),
+    "metric": O("str", "val_accuracy", "what the search optimises", one_of(*caps.METRICS)),
     "direction": O("str", None, "null = the metric's natural direction",
-                   one_of("maximize", "minimize"), nullable=True),
+                   one_of(*caps.DIRECTIONS), nullable=True),
 })
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,40 +67,33 @@ BUDGET = Section("budget", {
                 nullable=True),
 }, parsers={"time_limit": parse_duration})
 
-SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid", "qmc", "nsga2")
-MULTI_OBJECTIVE_SAMPLERS = ("tpe", "gp", "random", "grid", "qmc", "nsga2")  # not cmaes
+SAMPLERS = tuple(caps.SAMPLERS)  # the names, in the registry's order
 SAMPLER = Section("sampler", {
-    "name": O("str", "tpe", "Optuna sampler", one_of(*SAMPLERS)),
+    "name": O("str", "tpe", "Optuna sampler", one_of(*caps.SAMPLERS)),
     "seed": O("int", None, "sampler seed; null = the master seed", NONNEG_INT, nullable=True),
-    "n_startup_trials": O("int", 8, "random trials before the model takes over", NONNEG_INT),
-    "multivariate": O("bool", True, "multivariate TPE"),
-    "group": O("bool", True, "TPE groups parameters that appear together (conditionals)"),
-    "constant_liar": O("bool", True, "TPE avoids running trials' points (parallel trials)"),
-    "qmc_type": O("str", "sobol", "quasi-random sequence", one_of("sobol", "halton")),
-}, selector="name", applies={
-    "n_startup_trials": ("tpe", "gp", "cmaes"),
-    "multivariate": ("tpe",), "group": ("tpe",), "constant_liar": ("tpe",),
-    "qmc_type": ("qmc",),
-})
+    "n_startup_trials": O("int", None, "random trials before the model takes over",
+                          NONNEG_INT),
+    "multivariate": O("bool", None, "multivariate TPE"),
+    "group": O("bool", None, "TPE groups parameters that appear together (conditionals)"),
+    "constant_liar": O("bool", None, "TPE avoids running trials' points (parallel trials)"),
+    "qmc_type": O("str", None, "quasi-random sequence", one_of("sobol", "halton")),
+}, selector="name", applies=caps.options_of(caps.SAMPLERS),
+    defaults={name: dict(c.options) for name, c in caps.SAMPLERS.items()})
 
-PRUNERS = ("asha", "hyperband", "median", "none", "pbt")
+PRUNERS = tuple(caps.PRUNERS)
 PRUNER = Section("pruner", {
     "name": O("str", "asha", "early stopping of weak trials (a Ray Tune scheduler)",
-              one_of(*PRUNERS)),
-    "grace_period": O("int", 1, "epochs every trial runs before it may be stopped", POS_INT),
-    "reduction_factor": O("int", 3, "keep 1/reduction_factor of the trials at each rung",
+              one_of(*caps.PRUNERS)),
+    "grace_period": O("int", None, "epochs every trial runs before it may be stopped", POS_INT),
+    "reduction_factor": O("int", None, "keep 1/reduction_factor of the trials at each rung",
                           interval(2)),
-    "brackets": O("int", 1, "ASHA brackets", POS_INT),
-    "perturbation_interval": O("int", 2, "PBT: epochs between exploit/explore steps",
+    "brackets": O("int", None, "ASHA brackets", POS_INT),
+    "perturbation_interval": O("int", None, "PBT: epochs between exploit/explore steps",
                                POS_INT),
-    "quantile_fraction": O("float", 0.25, "PBT: fraction of trials replaced/copied",
+    "quantile_fraction": O("float", None, "PBT: fraction of trials replaced/copied",
                            interval(0.0, 0.5, low_open=True)),
-}, selector="name", applies={
-    # HyperBand has none: its brackets' first milestones follow from max_t and the factor
-    "grace_period": ("asha", "median"),
-    "reduction_factor": ("asha", "hyperband"), "brackets": ("asha",),
-    "perturbation_interval": ("pbt",), "quantile_fraction": ("pbt",),
-})
+}, selector="name", applies=caps.options_of(caps.PRUNERS),
+    defaults={name: dict(c.options) for name, c in caps.PRUNERS.items()})
 
 GPU = Check("in [0, inf) and a whole number when above 1",
             lambda v: v >= 0 and (v <= 1 or float(v).is_integer()))
@@ -189,14 +185,15 @@ def check_section(sec: Section, raw: Any, path: Path, loc: Locator,
                 raise loc.error(path + (key,), f"does not apply to {sec.name} "
                                 f"{sec.selector} {chosen} (only to {only})", raw[key])
             continue
-        out[key] = _value(sec, key, raw, path, loc, defaults)
+        out[key] = _value(sec, key, raw, path, loc, defaults, chosen)
     return out
 
 
 def _value(sec: Section, key: str, raw: dict, path: Path, loc: Locator,
-           defaults: dict[str, Any]) -> Any:
+           defaults: dict[str, Any], chosen: Any = None) -> Any:
     if key not in raw:
-        return defaults.get(key, sec.options[key].default)
+        own = sec.defaults.get(chosen, {}) if isinstance(chosen, str) else {}
+        return defaults.get(key, own.get(key, sec.options[key].default))
     value, opt = raw[key], sec.options[key]
     if key in sec.parsers:
         value = sec.parsers[key](value)
@@ -258,29 +255,49 @@ def check_stages(raw: Any, loc: Locator) -> list[dict]:
 
 def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget: dict,
                       raw: dict, params: list, loc: Locator) -> None:
-    """Rules across sections: what Optuna's samplers and Ray's schedulers can combine."""
-    multi = len(objective) > 1
+    """Rules across sections: what the sampler and pruner can combine with, read from their
+    entries in spaces/capabilities.py (the run's builders read the same entries)."""
+    n = len(objective)
+    sampler_caps, pruner_caps = caps.SAMPLERS[sampler["name"]], caps.PRUNERS[pruner["name"]]
     sampler_given = isinstance(raw.get("sampler"), dict) and "name" in raw["sampler"]
-    if multi and sampler["name"] not in MULTI_OBJECTIVE_SAMPLERS:
-        raise loc.error(("sampler", "name"), f"{len(objective)} objectives need a "
-                        "multi-objective sampler (" + ", ".join(MULTI_OBJECTIVE_SAMPLERS) + ")",
-                        sampler["name"])
-    if pruner["name"] == "pbt":
-        if sampler_given and sampler["name"] != "random":
-            raise loc.error(("sampler", "name"), "pruner pbt cannot be combined with a "
-                            "searcher (Ray Tune): use sampler name random or leave it out",
-                            sampler["name"])
-        if multi:
-            raise loc.error(("pruner", "name"), "pbt needs a single objective", "pbt")
-    elif multi and pruner["name"] != "none":
+    conditional = next((p for p in params if p.condition), None)
+    if n > 1 and not sampler_caps.multi_objective:
+        able = [s for s, c in caps.SAMPLERS.items() if c.multi_objective]
+        raise loc.error(("sampler", "name"), f"{n} objectives need a multi-objective sampler ("
+                        + ", ".join(able) + ")", sampler["name"])
+    if not pruner_caps.uses_searcher:
+        if sampler_given and sampler["name"] != caps.SEARCHERLESS_SAMPLER:
+            raise loc.error(("sampler", "name"), f"pruner {pruner['name']} cannot be combined "
+                            f"with a searcher (Ray Tune): use sampler name "
+                            f"{caps.SEARCHERLESS_SAMPLER} or leave it out", sampler["name"])
+    if n > 1 and not pruner_caps.multi_objective:
+        if not pruner_caps.uses_searcher:
+            raise loc.error(("pruner", "name"), f"{pruner['name']} needs a single objective",
+                            pruner["name"])
         raise loc.error(("pruner", "name"), f"early stopping needs a single objective; with "
-                        f"{len(objective)} objectives use pruner name none", pruner["name"])
-    if sampler["name"] == "grid":
+                        f"{n} objectives use pruner name none", pruner["name"])
+    first = objective[0]["metric"]
+    if pruner_caps.watches_metric and first not in caps.EPOCH_METRICS:
+        raise loc.error(("pruner", "name"), f"{pruner['name']} compares trials epoch by epoch "
+                        f"on the first objective, but {first} is only known when a trial ends; "
+                        "put an epoch metric first or use pruner name none", pruner["name"])
+    for which, entry in (("sampler", sampler_caps), ("pruner", pruner_caps)):
+        if conditional is not None and not entry.conditionals:
+            raise SpaceError(f"{which} {entry.name} needs a space without conditional "
+                             "parameters", path=conditional.spec_path,
+                             value=Raw("a conditional parameter"), file=loc.file,
+                             line=conditional.line)
+    if pruner_caps.mutates and params and not any(caps.mutable(p.path) for p in params):
+        raise loc.error(("pruner", "name"), f"{pruner['name']} needs a searched parameter it "
+                        "can change mid-training (an optimizer, regularization or augment "
+                        "setting); model and data settings cannot change under a running "
+                        "checkpoint", pruner["name"])
+    if sampler_caps.finite:
         for p in params:
             if p.kind == "float" and p.distribution.step is None:
-                raise SpaceError("the grid sampler needs a step on every searched float",
-                                 path=p.spec_path, value=Raw("no step"), file=loc.file,
-                                 line=p.line)
+                raise SpaceError(f"the {sampler['name']} sampler needs a step on every "
+                                 "searched float", path=p.spec_path, value=Raw("no step"),
+                                 file=loc.file, line=p.line)
     for key in ("grace_period", "perturbation_interval"):
         if key in pruner and pruner[key] > budget["max_epochs"]:
             raise loc.error(("pruner", key), f"must not exceed budget.max_epochs "

@@ -16,6 +16,7 @@ import optuna
 from trainers.catalog import GROUPS
 
 from . import sections as S
+from .capabilities import PRUNERS as PRUNER_CAPS, SEARCHERLESS_SAMPLER, default_pruner
 from .errors import MISSING, SpaceError, suggest
 from .free import check_fit, check_params, free_key as _free_key, set_free
 from .params import Param
@@ -75,6 +76,11 @@ class Space:
     def params(self) -> list[Param]:
         """The Optuna parameters, in sampling order (parents before their branches)."""
         return [p for p in self._all if p.searched]
+
+    @property
+    def all_params(self) -> tuple[Param, ...]:
+        """Every parameter, searched and constant, in the order written (for writing out)."""
+        return self._all
 
     @property
     def constants(self) -> list[Param]:
@@ -304,11 +310,11 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
     searched = [p for p in parsed.params if p.searched]
 
     objective = S.check_objective(data.get("objective"), loc)
-    multi = len(objective) > 1
     pruner = S.check_section(S.PRUNER, data.get("pruner"), ("pruner",), loc,
-                             {"name": "none" if multi else "asha"})
+                             {"name": default_pruner([o["metric"] for o in objective])})
+    searcherless = not PRUNER_CAPS[pruner["name"]].uses_searcher
     sampler = S.check_section(S.SAMPLER, data.get("sampler"), ("sampler",), loc,
-                              {"name": "random" if pruner["name"] == "pbt" else "tpe",
+                              {"name": SEARCHERLESS_SAMPLER if searcherless else "tpe",
                                "seed": seed})
     sampler["seed"] = seed if sampler["seed"] is None else sampler["seed"]
     budget = S.check_section(S.BUDGET, data.get("budget"), ("budget",), loc)

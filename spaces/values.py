@@ -9,57 +9,18 @@ import json
 import math
 from typing import Any
 
-from trainers.options import Option
+from trainers.options import KIND_WORDS, NOT_OF_KIND, Option, plain
+from trainers.options import coerce_kind as _coerce
 
 from .errors import MISSING, suggest
 from .yamlio import Locator, Path
 
-KIND_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
-              "str": "a string", "floats": "a list of numbers", "ints": "a list of integers",
-              "mapping": "a mapping",
-              "any": "a plain value (null, true/false, number, string, or a list or mapping "
-                     "of them)"}
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def coerce_kind(kind: str, value: Any) -> Any:
-    """The value normalised to its kind (ints become floats for float options), or MISSING
-    when it is not of that kind."""
-    if kind == "float":
-        return float(value) if _number(value) and math.isfinite(value) else MISSING
-    if kind == "int":
-        return value if isinstance(value, int) and not isinstance(value, bool) else MISSING
-    if kind == "bool":
-        return value if isinstance(value, bool) else MISSING
-    if kind == "str":
-        return value if isinstance(value, str) else MISSING
-    if kind in ("floats", "ints"):
-        if not isinstance(value, (list, tuple)):
-            return MISSING
-        items = [coerce_kind(kind[:-1], x) for x in value]
-        return MISSING if any(x is MISSING for x in items) else items
-    if kind == "mapping":
-        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
-        return dict(value) if ok else MISSING
-    if kind == "any":
-        return value if plain(value) else MISSING
-    raise ValueError(f"unknown kind {kind!r}")  # pragma: no cover - Option checks its kind
+    """trainers.options.coerce_kind, with MISSING for a value of another kind."""
+    v = _coerce(kind, value)
+    return MISSING if v is NOT_OF_KIND else v
 
 
-def plain(value: Any) -> bool:
-    """JSON-plain: what a trial config may carry through Ray, Optuna, MLflow and YAML files."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list):
-        return all(plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and plain(v) for k, v in value.items())
-    return False
 
 
 def check_literal(option: Option, value: Any, loc: Locator, path: Path) -> Any:
@@ -91,6 +52,17 @@ def one_of_values(option: Option) -> list[str]:
     return rule[len("one of "):].split(", ") if rule.startswith("one of ") else []
 
 
+def word(value: Any) -> str:
+    """A value as a short YAML word, for the tree and messages: true, null, 0.001."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:g}"
+    return str(value)
+
+
 def same(a: Any, b: Any) -> bool:
     """Equality that keeps true apart from 1 and 1.0 apart from True (YAML types differ)."""
     return key(a) == key(b)
@@ -100,7 +72,7 @@ def key(value: Any) -> Any:
     """A hashable, type-aware identity of a value: lists by content, bools not numbers."""
     if isinstance(value, bool) or value is None:
         return ("b", value)
-    if _number(value):
+    if isinstance(value, (int, float)):
         return ("n", float(value))
     if isinstance(value, str):
         return ("s", value)

@@ -133,3 +133,25 @@ def test_sample_rejects_a_bad_count(space_file, capsys):
         main(["sample", space_file, "-n", "0"])
     assert info.value.code == 2
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_one_error_tree_and_the_exit_code_comes_from_the_error(monkeypatch, capsys):
+    import search.commands.validate as validate
+    from search.errors import UserError
+    from spaces import SpaceError
+    from trainers.errors import TrainerError
+    from trainers.errors import UserError as Base
+
+    assert UserError is Base and issubclass(SpaceError, Base) and issubclass(TrainerError, Base)
+
+    class Odd(UserError):
+        exit_code = 5
+
+    def refuse(args):
+        raise Odd("file.yaml: something, got 1")
+
+    monkeypatch.setattr(validate, "run", refuse)
+    assert main(["validate", "x.yaml"]) == 5
+    assert capsys.readouterr().err == "error: file.yaml: something, got 1\n"
+    monkeypatch.setattr(validate, "run", lambda args: (_ for _ in ()).throw(TrainerError("t")))
+    assert main(["validate", "x.yaml"]) == 2

@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "fit": "loop", "FitResult": "loop", "evaluate": "loop", "select_device": "loop",
+    "fit": "loop", "FitResult": "result", "evaluate": "loop", "select_device": "loop",
     "resolve_config": "loop",
     "OPTIMIZERS": "optim", "create_optimizer": "optim", "optimizer_kwargs": "optim",
     "SCHEDULERS": "schedules", "Schedule": "schedules",

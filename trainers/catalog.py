@@ -1,4 +1,5 @@
-"""The catalog: every training setting a space file may fix or search (../shared/CATALOG.md).
+"""The catalog: every training setting a space file may fix or search (docs/spaces.md, "Settings
+groups").
 
 Groups and their variants are keyed by the names used in YAML. The implementations live in the
 trainer's registries (datasets.py, models.py, optim.py, schedules.py); tests check that the two
@@ -68,6 +69,12 @@ DATA = Group(
         },
     },
 )
+
+# Native image side of the built-in datasets, torch-free so that the space rules (spaces/rules.py)
+# can read it; the loaders in datasets.py produce these sizes (tests/trainers/test_datasets.py).
+# image_folder's size is its image_size option; a factory's is unknown until it runs.
+IMAGE_SIZES = {"mnist5k": 28, "digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32,
+               "cifar100": 32}
 
 # -------------------------------------------------------------------------------------- model
 _ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")

@@ -38,19 +38,26 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint at `path`, on the CPU; TrainerError naming the path and the reason."""
+def read_saved(path: str | os.PathLike, label: str, expected: str) -> Any:
+    """What torch.save wrote at `path`, read on the CPU with weights_only=True (no code runs);
+    TrainerError `<label> <path>: <reason>` when it is missing, a folder or damaged. Shared by
+    checkpoints and stage files (trainers/stages/stagefile.py)."""
     path = Path(path).expanduser()
     if not path.is_file():
         reason = "it is a folder, not a file" if path.is_dir() else "no such file"
-        raise TrainerError(f"checkpoint {path}: {reason}; expected a last.pt or best.pt "
-                           "written by a training run")
+        raise TrainerError(f"{label} {path}: {reason}; expected {expected}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a damaged or foreign file
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrainerError(f"checkpoint {path}: cannot be read ({reason}); the file is damaged "
+        raise TrainerError(f"{label} {path}: cannot be read ({reason}); the file is damaged "
                            "or was not written by torch-search") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint at `path`, on the CPU; TrainerError naming the path and the reason."""
+    path = Path(path).expanduser()
+    state = read_saved(path, "checkpoint", "a last.pt or best.pt written by a training run")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise TrainerError(f"checkpoint {path}: format {found!r} is not supported; expected "

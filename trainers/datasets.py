@@ -29,7 +29,8 @@ from .batches import (DatasetSplit, Prepare, Split, TensorSplit, _Transformed, i
 from .settings import resolve_group
 from .cifar import check_cifar, load_cifar
 from .sources import (Source, check_idx, check_image_folder, check_nothing, load_digits,
-                      load_factory, load_idx, load_image_folder, load_mnist5k)
+                      load_idx, load_image_folder, load_mnist5k)
+from .user_data import load_factory
 from .errors import TrainerError
 from .splits import stratified_folds, stratified_split
 

@@ -1,9 +1,20 @@
-"""Errors for a user's mistake found while training (missing data, bad factory, bad checkpoint)."""
+"""The error tree, rooted here because trainers/ is the lowest layer (spaces and search import it,
+it imports neither): `UserError` is a user's mistake, whatever layer finds it; `SpaceError`
+(spaces/errors.py) and `TrainerError` derive from it, and search/ raises it directly. The command
+line prints its one-line message and exits with `exit_code`. Anything else is a bug and keeps its
+traceback."""
 from __future__ import annotations
 
 
-class TrainerError(Exception):
-    """A mistake in the user's input found by the trainer. `str(err)` is the whole message."""
+class UserError(Exception):
+    """A mistake in the user's input. `str(err)` is the complete one-line message."""
+
+    exit_code = 2
+
+
+class TrainerError(UserError):
+    """A mistake in the user's input found by the trainer (missing data folder, factory not
+    importable, bad checkpoint)."""
 
 
 class DivergedError(RuntimeError):

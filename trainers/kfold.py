@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .errors import TrainerError
 from .losses import Task
-from .loop import FitResult, Report, train_run
+from .result import FitResult, Report
 
 
 def mean_history(histories: list[list[dict]]) -> list[dict]:
@@ -40,9 +41,12 @@ def mean_history(histories: list[list[dict]]) -> list[dict]:
     return out
 
 
-def fit_kfold(cfg: dict, device: torch.device, *, folds=None, report: Report | None = None,
-              checkpoint_dir: str | None = None, resume_from: str | None = None,
-              task: Task | None = None, model: nn.Module | None = None) -> FitResult:
+def fit_kfold(cfg: dict, device: torch.device, train_run: Callable[..., FitResult], *,
+              folds=None, report: Report | None = None, checkpoint_dir: str | None = None,
+              resume_from: str | None = None, task: Task | None = None,
+              model: nn.Module | None = None) -> FitResult:
+    """k runs of `train_run` (loop.train_run, handed in by loop.fit: this module stays below
+    the loop), one per fold."""
     if resume_from is not None:
         raise TrainerError(f"data.kfold: resuming a k-fold run is not supported (got "
                            f"resume_from={resume_from!r}); start it again or set kfold to 0")

@@ -17,9 +17,8 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -34,25 +33,11 @@ from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_st
 from .errors import DivergedError, TrainerError
 from .losses import ClassificationTask, Task, penalized_weights, penalty, temperature_at
 from .optim import create_optimizer
+from .result import FitResult, Report
 from .schedules import Schedule
 from .settings import resolve_group
 
-Report = Callable[[dict], "bool | None"]
 EVAL_BATCH = 512  # evaluation needs no gradients: larger batches, fewer Python steps
-
-
-@dataclass
-class FitResult:
-    history: list[dict]
-    best_epoch: int
-    best_val_accuracy: float
-    test_accuracy: float
-    num_params: int
-    stopped_early: bool
-    checkpoint: str | None
-    notes: list[str] = field(default_factory=list)
-    folds: list["FitResult"] = field(default_factory=list)  # data.kfold > 1: one per fold
-    split: str = ""  # where the splits came from: "official test set, validation carved 10% ..."
 
 
 # ------------------------------------------------------------------ small pure pieces
@@ -156,8 +141,9 @@ def fit(config: dict, *, report: Report | None = None, checkpoint_dir: str | Non
     device = select_device(cfg["train"]["device"])
     if cfg["data"]["kfold"] > 1:
         from .kfold import fit_kfold
-        return fit_kfold(cfg, device, folds=data, report=report, checkpoint_dir=checkpoint_dir,
-                         resume_from=resume_from, task=task, model=model)
+        return fit_kfold(cfg, device, train_run, folds=data, report=report,
+                         checkpoint_dir=checkpoint_dir, resume_from=resume_from, task=task,
+                         model=model)
     if data is None:
         from .datasets import load_data
         data = load_data(cfg["data"], device=device)

@@ -14,6 +14,61 @@ from typing import Any, Callable
 # "mapping" is a free-form dict (e.g. keyword arguments for a user's factory), "any" a plain
 # YAML/JSON value (a factory's own argument or a user training function's parameter).
 KINDS = ("float", "int", "bool", "str", "floats", "ints", "mapping", "any")
+KIND_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
+              "str": "a string", "floats": "a list of numbers", "ints": "a list of integers",
+              "mapping": "a mapping",
+              "any": "a plain value (null, true/false, number, string, or a list or mapping "
+                     "of them)"}
+
+
+class _NotOfKind:
+    def __repr__(self) -> str:
+        return "NOT_OF_KIND"
+
+
+NOT_OF_KIND: Any = _NotOfKind()  # what coerce_kind returns for a value of another kind
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def coerce_kind(kind: str, value: Any) -> Any:
+    """The value normalised to its kind (ints become floats for float options), or NOT_OF_KIND.
+    Booleans are never numbers (YAML `true` is not 1); floats are finite. The one kind check of
+    the space language (spaces/values.py) and the trainer (trainers/settings.py)."""
+    if kind == "float":
+        return float(value) if _number(value) and math.isfinite(value) else NOT_OF_KIND
+    if kind == "int":
+        return value if isinstance(value, int) and not isinstance(value, bool) else NOT_OF_KIND
+    if kind == "bool":
+        return value if isinstance(value, bool) else NOT_OF_KIND
+    if kind == "str":
+        return value if isinstance(value, str) else NOT_OF_KIND
+    if kind in ("floats", "ints"):
+        if not isinstance(value, (list, tuple)):
+            return NOT_OF_KIND
+        items = [coerce_kind(kind[:-1], x) for x in value]
+        return NOT_OF_KIND if any(x is NOT_OF_KIND for x in items) else items
+    if kind == "mapping":
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        return dict(value) if ok else NOT_OF_KIND
+    if kind == "any":
+        return value if plain(value) else NOT_OF_KIND
+    raise ValueError(f"unknown kind {kind!r}")  # pragma: no cover - Option checks its kind
+
+
+def plain(value: Any) -> bool:
+    """JSON-plain: what a trial config may carry through Ray, Optuna, MLflow and YAML files."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    return False
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,7 @@ from typing import Any, Callable
 
 from .catalog import GROUPS
 from .errors import TrainerError
-
-
-# Value kinds of trainers/options.py; a float setting accepts an int, never a bool.
-_KINDS: dict[str, Callable[[Any], bool]] = {
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "floats": lambda v: isinstance(v, (list, tuple)),
-    "ints": lambda v: isinstance(v, (list, tuple)),
-    "mapping": lambda v: isinstance(v, dict),
-}
-_KIND_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
-               "str": "a string", "floats": "a list of numbers", "ints": "a list of integers",
-               "mapping": "a mapping of names to values"}
+from .options import KIND_WORDS, NOT_OF_KIND, coerce_kind
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -67,8 +53,8 @@ def resolve_group(group_name: str, cfg: dict[str, Any] | None) -> dict[str, Any]
                                    f"but not given: {opt.doc}")
             if not opt.nullable and opt.default is not None:
                 raise TrainerError(f"{path}: must not be null ({opt.doc})")
-        elif not _KINDS[opt.kind](value):
-            raise TrainerError(f"{path}: expected {_KIND_WORDS[opt.kind]}, got {value!r}")
+        elif coerce_kind(opt.kind, value) is NOT_OF_KIND:
+            raise TrainerError(f"{path}: expected {KIND_WORDS[opt.kind]}, got {value!r}")
         elif opt.check is not None and not opt.check(value):
             raise TrainerError(f"{path}: expected {opt.check.rule}, got {value!r}")
         resolved[key] = value

@@ -235,8 +235,3 @@ def load_image_folder(cfg: dict) -> Source:
     return Source(labels=torch.tensor(ds.targets, dtype=torch.long), num_classes=len(ds.classes),
                   shape=(channels, size, size), dataset=ds, classes=list(ds.classes))
 
-
-def load_factory(cfg: dict) -> Source:
-    """A user's "package.module:function" called with **kwargs (see `user_data.py`)."""
-    from .user_data import load_factory as load
-    return load(cfg)

@@ -97,8 +97,9 @@ def then_stages(args: argparse.Namespace, outcome, code: int) -> int:
     space = pickle.loads((outcome.experiment_dir / "space.pkl").read_bytes())
     if not enabled_stages(space):
         return code
-    if getattr(args, "fit", None) == "search.testing:known_work_fit":
-        print("stages skipped: search.testing:known_work_fit trains no model", file=sys.stderr)
+    fit = getattr(args, "fit", None)
+    if fit and not trains_model(fit):
+        print(f"stages skipped: {fit} trains no model", file=sys.stderr)
         return code
     from search.commands.stages import run_and_print
 
@@ -106,3 +107,11 @@ def then_stages(args: argparse.Namespace, outcome, code: int) -> int:
     return run_and_print(outcome.experiment_dir.parent, outcome.run_id, cpus=args.cpus,
                          tracking_uri=getattr(args, "tracking_uri", None),
                          storage=getattr(args, "storage", None))
+
+
+def trains_model(fit: str) -> bool:
+    """False for a fit function that declares `trains_model = False` (no checkpoint a stage
+    could start from, e.g. search.testing:known_work_fit)."""
+    from search.trainable import resolve_fit
+
+    return bool(getattr(resolve_fit(fit), "trains_model", True))

@@ -36,4 +36,4 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(("\n" if i else "") + space.describe())
-    return 2 if failed else 0
+    return SpaceError.exit_code if failed else 0

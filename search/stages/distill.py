@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 ALPHA = (0.0, 1.0)
 TEMPERATURE = (1.0, 10.0)     # log scale; widened to hold the stage's own temperature
+OWNER = "owner"  # study user attr: the stage's options the distill study was made for
 LR_FACTOR = 5.0               # lr_scale searched in [lr_scale / 5, lr_scale * 5], log scale
 
 
@@ -42,13 +43,13 @@ def _open(storage_url: str, name: str, seed: int | None, owner: dict, folder: Pa
     storage = studies.open_storage(storage_url)
     if name in studies.study_names(storage):
         old = optuna.load_study(study_name=name, storage=storage)
-        if old.user_attrs.get("owner") != owner:
+        if old.user_attrs.get(OWNER) != owner:
             optuna.delete_study(study_name=name, storage=storage)
             shutil.rmtree(folder, ignore_errors=True)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 sampler=sampler, load_if_exists=True)
-    study.set_user_attr("owner", owner)
+    study.set_user_attr(OWNER, owner)
     for t in study.get_trials(deepcopy=False):
         if t.state.name == "RUNNING":  # left by a killed pipeline
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)

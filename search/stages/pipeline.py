@@ -9,7 +9,6 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,7 +17,7 @@ from search.plan import field_of
 
 from .files import MODEL_FILE, PIPELINE_FILE, RESULT_FILE, plain, read_json, write_result
 from .source import Source, enabled_stages, find_source, pick_run
-from .table import REPEATS, THREADS, stage_table
+from .table import REPEATS, THREADS, Outcome, Row, stage_table
 
 SHOWN = ("train_loss", "val_loss", "val_accuracy")  # the per-epoch line of a training stage
 
@@ -28,27 +27,6 @@ class StageFailed(Exception):
     the traceback in the stage's error file."""
 
     exit_code = 1
-
-
-@dataclass
-class Row:
-    index: int
-    stage: str         # "best" for the search's model, else the stage's name
-    kind: str          # float32, float16, int8_dynamic, int8_static
-    figures: dict
-    seconds: float     # training or conversion time of this stage
-    reused: bool = False
-
-
-@dataclass
-class Outcome:
-    run_id: str
-    folder: Path
-    source: Source
-    rows: list[Row] = field(default_factory=list)
-    final_model: Path | None = None
-    model_version: str | None = None
-    registry_note: str = ""
 
 
 def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool = False,
@@ -253,7 +231,7 @@ class _Pipeline:
         except KeyboardInterrupt:
             self._failed(run_name, "interrupted", "KILLED")
             raise
-        except (UserError, TrainerError) as err:
+        except UserError as err:
             self._failed(run_name, str(err))
             kind = TrainerError if isinstance(err, TrainerError) else UserError
             raise kind(f"stage {index} ({stage['stage']}): {err}") from None

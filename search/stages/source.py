@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search import study as studies
 from search.errors import UserError
 from search.plan import field_of
 
@@ -68,14 +69,14 @@ def find_source(study, output: Path, run_folder: Path) -> Source:
     names = [r.name for r in runs_of(output)]
     later = set(names[names.index(run_folder.name) + 1:]) if run_folder.name in names else set()
     trials = [t for t in study.get_trials(deepcopy=False)
-              if t.user_attrs.get("run_id") not in later]
+              if t.user_attrs.get(studies.RUN_ID) not in later]
     trial = best_trial(trials, study.directions)
     if trial is None:
         raise UserError(f"stages: study {study.study_name!r} has no completed trial (up to run "
                         f"{run_folder.name}); nothing for the stages to start from")
     checkpoint = best_checkpoint(trial)
     if checkpoint is None:
-        where = trial.user_attrs.get("trial_dir") or "(the trial recorded no folder)"
+        where = trial.user_attrs.get(studies.TRIAL_DIR) or "(the trial recorded no folder)"
         raise UserError(f"stages: the best trial #{trial.number} has no checkpoint: no "
                         f"checkpoint_*/best.pt in {where}")
     return Source(trial.number, checkpoint, tuple(trial.values))

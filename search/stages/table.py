@@ -1,15 +1,37 @@
-"""The stage table: every stage's kind, test accuracy, parameters, size and CPU speed."""
+"""The stage table: every stage's kind, test accuracy, parameters, size and CPU speed; its rows
+and the pipeline's outcome that carries them (pipeline.py fills them)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from .pipeline import Outcome, Row
+from .source import Source
 
 THREADS = 1     # measure(): latency and throughput on one CPU thread, so stages compare
 REPEATS = 20    # measure(): timed calls per batch size (the median is reported)
 COLUMNS = ("#", "stage", "kind", "test acc", "params", "size", "lat b1 ms", "lat b64 ms",
            "img/s b64", "time s")
+
+
+@dataclass
+class Row:
+    index: int
+    stage: str         # "best" for the search's model, else the stage's name
+    kind: str          # float32, float16, int8_dynamic, int8_static
+    figures: dict
+    seconds: float     # training or conversion time of this stage
+    reused: bool = False
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    folder: Path
+    source: Source
+    rows: list[Row] = field(default_factory=list)
+    final_model: Path | None = None
+    model_version: str | None = None
+    registry_note: str = ""
 
 
 def _size(n: float) -> str:

@@ -67,9 +67,7 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
                             mode=settings.mode, keep_checkpoints=settings.keep_checkpoints,
                             budget=settings.budget, study=study, trial_number=trial_number,
                             set_run_id=set_run_id, config_from_params=config_from_params)
-    texts, files = {}, {}
-    if hasattr(space, "to_yaml"):
-        texts["space.yaml"] = space.to_yaml()
+    texts, files = {"space.yaml": space.to_yaml()}, {}
     path = Path(space_path) if space_path else getattr(space, "source", None)
     if path is not None and Path(path).is_file():
         files["space_file"] = str(Path(path).absolute())

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from search import study as studies
+
 from .checkpoints import TopK
 from .runs import PARENT, flatten, metrics_of, params_of, stage_key, tags_of, trial_key
 from .spool import Writer, now_ms
@@ -22,7 +24,7 @@ COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAILED"
 TAG_STATE, TAG_REASON = "search.state", "search.reason"
 TAG_SCORE, TAG_CKPT, TAG_CKPT_DIR = "search.score", "search.checkpoint", "search.checkpoint_dir"
 TAG_NUMBER, TAG_TUNE_ID = "optuna.trial_number", "tune.trial_id"
-RUN_ID_ATTR = "mlflow_run_id"  # Optuna user attribute pointing at the child run
+RUN_ID_ATTR = studies.MLFLOW_RUN_ID  # Optuna user attribute pointing at the child run
 # Result keys of search/trainable.py: the last result of a trial that ended by itself carries
 # FINISHED_KEY, one that failed in a known way FAIL_KEY, and the objective at the selected
 # epoch is FINAL_PREFIX + metric.
@@ -241,7 +243,7 @@ class SearchTracker:
                 number = self.trial_number(tune_id)
                 return (number, trials[number]) if number is not None else (None, None)
             for t in reversed(trials):
-                if t.user_attrs.get("tune_trial_id") == tune_id:
+                if t.user_attrs.get(studies.TUNE_TRIAL_ID) == tune_id:
                     return t.number, t
         except Exception as err:  # the study is an aid here, never a reason to stop
             log.warning("tracking: cannot read the Optuna trial of %s (%s)", tune_id, err)
@@ -253,10 +255,9 @@ class SearchTracker:
             if self.set_run_id is not None:
                 self.set_run_id(rec.tune_id, rec.run_id)
             elif frozen is not None and not frozen.state.is_finished():
-                import optuna
+                from spaces.optuna_private import writable_trial
 
-                optuna.trial.Trial(self.study, frozen._trial_id).set_user_attr(RUN_ID_ATTR,
-                                                                               rec.run_id)
+                writable_trial(self.study, frozen).set_user_attr(RUN_ID_ATTR, rec.run_id)
         except Exception as err:
             log.warning("tracking: cannot set %s on Optuna trial %s (%s)", RUN_ID_ATTR,
                         rec.number, err)

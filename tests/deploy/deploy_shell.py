@@ -1,6 +1,5 @@
 """Shell command lines and text: the `search` invocations inside deploy/'s manifests, scripts and
-docs (checked against the real CLI parser where the subcommand is registered), and a scanner for
-secrets written into files."""
+docs (checked against the real CLI parser), and a scanner for secrets written into files."""
 from __future__ import annotations
 
 import re
@@ -9,25 +8,6 @@ from typing import Any, Iterator
 
 
 # ------------------------------------------------------------------------- search invocations
-# The subcommands of `search` and their options, as the project documents them (used for those
-# not registered in search/cli.py yet; registered ones are parsed by the real parser).
-DOCUMENTED_COMMANDS: dict[str, dict[str, bool]] = {  # option -> takes a value
-    "validate": {},
-    "sample": {"-n": True, "--seed": True},
-    "train": {"--set": True},
-    "run": {"--address": True, "--storage": True, "--tracking-uri": True, "--output": True,
-            "--new": False},
-    "resume": {},
-    "best": {},
-    "status": {},
-    "ui": {},
-    "submit": {"--address": True},
-}
-# Positional arguments of the documented commands: (at least, at most).
-DOCUMENTED_POSITIONALS: dict[str, tuple[int, int]] = {
-    "validate": (1, 99), "sample": (1, 1), "train": (1, 1), "run": (1, 1), "resume": (1, 1),
-    "best": (1, 1), "status": (1, 1), "ui": (0, 0), "submit": (1, 1),
-}
 _SHELL_SEPARATORS = {"&&", "||", ";", "|"}
 
 
@@ -77,25 +57,21 @@ def search_invocations(command: str) -> list[list[str]]:
     return found
 
 
-def registered_command_modules() -> dict[str, Any]:
-    """NAME -> module for the subcommands of search/cli.py's COMMANDS that import today (others
-    are being written in parallel and are checked against DOCUMENTED_COMMANDS meanwhile)."""
+def command_modules() -> dict[str, Any]:
+    """NAME -> module for the subcommands of search/cli.py's COMMANDS."""
     import importlib
 
     from search import cli
 
     modules = {}
     for module_name in cli.COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
+        module = importlib.import_module(module_name)
         modules[module.NAME] = module
     return modules
 
 
 def check_search_argv(argv: list[str]) -> str | None:
-    """None when `search ARGS` is accepted, else why not (one line)."""
+    """None when `search ARGS` is accepted by the real parser, else why not (one line)."""
     import argparse
     import contextlib
     import io
@@ -103,39 +79,18 @@ def check_search_argv(argv: list[str]) -> str | None:
     if len(argv) < 2:
         return f"{shlex.join(argv)}: no subcommand"
     sub, args = argv[1], argv[2:]
-    modules = registered_command_modules()
-    if sub in modules:
-        parser = argparse.ArgumentParser(prog=f"search {sub}", exit_on_error=False)
-        modules[sub].add_arguments(parser)
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                parser.parse_args(args)
-        except (SystemExit, argparse.ArgumentError) as exc:
-            return f"{shlex.join(argv)}: the real parser refuses it: {exc} {err.getvalue().strip()}"
-        return None
-    if sub not in DOCUMENTED_COMMANDS:
-        known = sorted(set(DOCUMENTED_COMMANDS) | set(modules))
-        return f"{shlex.join(argv)}: unknown subcommand {sub!r}; known: {', '.join(known)}"
-    options = DOCUMENTED_COMMANDS[sub]
-    positionals = 0
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if word.startswith("-"):
-            name, eq, _ = word.partition("=")
-            if name not in options:
-                return f"{shlex.join(argv)}: {sub} has no option {name}; it has {sorted(options)}"
-            if options[name] and not eq:
-                i += 1
-                if i >= len(args):
-                    return f"{shlex.join(argv)}: {name} needs a value"
-        else:
-            positionals += 1
-        i += 1
-    low, high = DOCUMENTED_POSITIONALS[sub]
-    if not low <= positionals <= high:
-        return f"{shlex.join(argv)}: {sub} takes {low}-{high} positional arguments, got {positionals}"
+    modules = command_modules()
+    if sub not in modules:
+        known = ", ".join(sorted(modules))
+        return f"{shlex.join(argv)}: unknown subcommand {sub!r}; known: {known}"
+    parser = argparse.ArgumentParser(prog=f"search {sub}", exit_on_error=False)
+    modules[sub].add_arguments(parser)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parser.parse_args(args)
+    except (SystemExit, argparse.ArgumentError) as exc:
+        return f"{shlex.join(argv)}: the real parser refuses it: {exc} {err.getvalue().strip()}"
     return None
 
 

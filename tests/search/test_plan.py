@@ -9,10 +9,10 @@ from search.plan import (Budget, Resources, budget_of, concurrency, epochs_cap, 
 from search.testing import ToySpace
 
 
-def test_objectives_accept_one_or_several_and_both_spellings():
+def test_objectives_accept_one_or_several():
     one = objectives_of({"objective": {"metric": "val_loss", "direction": "minimize"}})
     assert [(o.metric, o.mode) for o in one] == [("val_loss", "min")]
-    two = objectives_of({"objective": [{"metric": "val_accuracy", "direction": "max"},
+    two = objectives_of({"objective": [{"metric": "val_accuracy", "direction": "maximize"},
                                        {"metric": "num_params", "direction": "minimize"}]})
     assert [o.direction for o in two] == ["maximize", "minimize"]
     assert two[0].better(0.9, 0.8) and two[1].better(10, 20)
@@ -21,6 +21,8 @@ def test_objectives_accept_one_or_several_and_both_spellings():
 def test_bad_objective_is_a_user_error():
     with pytest.raises(UserError, match=r"objective\[0\].*direction"):
         objectives_of({"objective": {"metric": "val_loss", "direction": "upwards"}})
+    with pytest.raises(UserError, match=r"objective\[0\].*direction"):  # spaces refuses it too
+        objectives_of({"objective": {"metric": "val_loss", "direction": "max"}})
 
 
 def test_budget_and_epochs_cap():

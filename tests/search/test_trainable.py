@@ -25,3 +25,10 @@ def test_a_trial_resumed_after_its_last_epoch_reports_the_last_epochs_metrics(tm
     assert report["training_iteration"] == 2
     assert report["val_accuracy"] == first.history[-1]["val_accuracy"]
     assert last_epoch_report([]) is None
+
+
+def test_a_fit_function_says_whether_it_trains_a_model():
+    from search.commands.run import trains_model
+
+    assert trains_model("search.testing:known_work_fit") is False  # the stages are skipped
+    assert trains_model("trainers:fit") is True  # any other function: it does

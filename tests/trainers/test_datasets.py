@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainers.batches import DatasetSplit, TensorSplit
-from trainers.catalog import DATA
+from trainers.catalog import DATA, IMAGE_SIZES
 from trainers.datasets import (DATASETS, iterate_batches, kfold_splits, load_data, num_batches)
 from trainers.errors import TrainerError
 from trainers.splits import stratified_folds, stratified_split
@@ -72,11 +72,19 @@ def test_registry_matches_catalog():
     assert set(DATASETS) == set(DATA.variants)
 
 
+def test_catalog_image_sizes_are_what_the_loaders_give():
+    # IMAGE_SIZES is what the space rules read, torch-free
+
+    assert set(IMAGE_SIZES) <= set(DATASETS)
+    assert load_data({"dataset": "digits"}).image_size == (IMAGE_SIZES["digits"],) * 2
+
+
 # ------------------------------------------------------------------------- every entry loads
 def test_mnist5k_bundled():
     d = load_data({"dataset": "mnist5k"})
     assert (len(d.train), len(d.val), len(d.test)) == (3500, 500, 1000)
     assert d.in_memory and d.in_channels == 1 and d.image_size == (28, 28) and d.num_classes == 10
+    assert d.image_size == (IMAGE_SIZES["mnist5k"],) * 2
     assert torch.bincount(d.test.y).tolist() == [100] * 10
     assert d.mean[0] == pytest.approx(0.1307, abs=0.005) and d.std[0] == pytest.approx(0.3081,
                                                                                         abs=0.005)

@@ -18,8 +18,9 @@ from ..errors import TrainerError
 from .distillation import DISTANCES, DistillationTask, distill
 from .finetuning import KNNClassifier, finetune
 from .measurement import measure
-from .model import KINDS, StageModel, from_checkpoint, load_stage_model, save_stage_model
+from .model import KINDS, StageModel, from_checkpoint
 from .quantization import quantize
+from .stagefile import load_stage_model, save_stage_model
 
 __all__ = ["STAGES", "StageInfo", "StageModel", "KINDS", "DISTANCES", "DistillationTask",
            "KNNClassifier", "from_checkpoint", "run_stage", "measure", "save_stage_model",

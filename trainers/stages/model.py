@@ -1,18 +1,16 @@
-"""What flows between the stages: `StageModel`, read from a training checkpoint or a stage file.
+"""What flows between the stages: `StageModel`, read from a training checkpoint.
 
-A stage file holds a state_dict and plain values only (read back with weights_only=True, so
-loading runs no code): {"format", "config", "kind", "meta", "state_dict"}. `meta["dims"]` (input
-channels, classes, image size) and `meta["steps"]` (what was done to the float model built from
-the config: a kNN head, float16, int8) are enough to rebuild the module, empty, and load the
-state_dict into it; a quantised model is rebuilt by quantising a fresh float model the same way.
+A stage model is written to and read from a stage file by stagefile.py (which rebuilds the
+module with the finetune and quantize steps, so it sits above them).
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -22,7 +20,20 @@ from ..errors import TrainerError
 from ..loop import resolve_config
 
 KINDS = ("float32", "float16", "int8_dynamic", "int8_static")
-FORMAT = "torch-search-stage/1"
+# torch.ao.quantization's deprecation chatter and that of quantised tensors (read, written and
+# converted by the stages)
+_QUIET = (r".*torch\.ao\.quantization is deprecated", r".*reduce_range will be deprecated",
+          r".*torch\.quantize_per_tensor, torch\.quantize_per_channel",
+          r".*TypedStorage is deprecated", r".*must run observer before calling")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the deprecation chatter of torch.ao.quantization and quantised tensors."""
+    with warnings.catch_warnings():
+        for message in _QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 @dataclass
@@ -123,55 +134,3 @@ def from_checkpoint(path: str | os.PathLike, *, data=None) -> StageModel:
             "epoch": int(state["best"].get("epoch") or state["epoch"]),
             "val_accuracy": float(state["best"].get("val_accuracy", -1.0))}
     return StageModel(config, model.eval(), "float32", meta)
-
-
-# ------------------------------------------------------------------------------ stage files
-def save_stage_model(sm: StageModel, path: str | os.PathLike) -> Path:
-    """Write the state_dict, config, kind and meta (atomically); never a pickled module."""
-    from .quantization import quiet
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with quiet():
-        torch.save({"format": FORMAT, "config": sm.config, "kind": sm.kind,
-                    "meta": copy.deepcopy(sm.meta), "state_dict": sm.model.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def rebuilders() -> dict[str, Callable[[nn.Module, dict, dict], nn.Module]]:
-    """step op -> f(model, step, dims) that redoes the step's structure (values come from the
-    state_dict loaded afterwards)."""
-    from .finetuning import rebuild_knn
-    from .quantization import REBUILD
-    return {"knn": rebuild_knn, **REBUILD}
-
-
-def load_stage_model(path: str | os.PathLike) -> StageModel:
-    """A model written by `save_stage_model`: built from its config, its steps redone, its
-    state_dict loaded. TrainerError naming the path when the file is missing or damaged."""
-    from .quantization import quiet
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise TrainerError(f"stage model {path}: no such file; expected a file written by "
-                           "save_stage_model")
-    try:
-        with quiet():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a damaged or foreign file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrainerError(f"stage model {path}: cannot be read ({reason}); the file is "
-                           "damaged or was not written by torch-search") from None
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise TrainerError(f"stage model {path}: not a stage model file of this version "
-                           f"(expected format {FORMAT!r})")
-    config, kind, meta = saved["config"], saved["kind"], saved["meta"]
-    model = build_float(config, meta["dims"])
-    steps = rebuilders()
-    for step in meta["steps"]:
-        if step["op"] not in steps:
-            raise TrainerError(f"stage model {path}: unknown step {step['op']!r}")
-        model = steps[step["op"]](model, step, meta["dims"])
-    with quiet():
-        _load(model, saved["state_dict"], f"stage model {path}", f"its {kind} model")
-    return StageModel(config, model.eval(), kind, meta)

@@ -12,18 +12,16 @@
   model, eager mode (QuantWrapper, `fuse_modules` on Conv/BN/ReLU runs of Sequentials) is the
   fallback. PT2E, the successor, lives in torchao, which is not installed. Convolutions whose
   padding mode the quantised kernels lack (replicate, circular) stay float in FX mode.
-Both torch.ao APIs are deprecated in torch 2.14.1; their deprecation warnings are silenced here
-(`quiet`) and one note is kept in the model's meta instead. Quantised kernels run on the CPU
-with the engine (`backend`) the model was converted with; it is set when quantising, loading and
-measuring.
+Both torch.ao APIs are deprecated in torch 2.14.1; their deprecation warnings are silenced
+(`quiet`, in model.py) and one note is kept in the model's meta instead. Quantised kernels run
+on the CPU with the engine (`backend`) the model was converted with; it is set when quantising,
+loading and measuring.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import warnings
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -32,23 +30,11 @@ from ..batches import iterate_batches
 from ..errors import TrainerError
 from ..layers import DropConnectLinear
 from .finetuning import KNNClassifier, load_stage_data
-from .model import StageModel
+from .model import StageModel, quiet
 
-_QUIET = (r".*torch\.ao\.quantization is deprecated", r".*reduce_range will be deprecated",
-          r".*torch\.quantize_per_tensor, torch\.quantize_per_channel",
-          r".*TypedStorage is deprecated", r".*must run observer before calling")
 NOTE = ("int8 through torch.ao.quantization ({api} mode), deprecated in torch 2.14.1 in favour "
         "of torchao's PT2E (not installed); its deprecation warnings are silenced")
 QUANTIZED_PADDING = ("zeros", "reflect")
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence the deprecation chatter of torch.ao.quantization and quantised tensors."""
-    with warnings.catch_warnings():
-        for message in _QUIET:
-            warnings.filterwarnings("ignore", message=message)
-        yield
 
 
 def set_engine(backend: str) -> None:
