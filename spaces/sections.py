@@ -272,6 +272,14 @@ def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget
                             sampler["name"])
         if multi:
             raise loc.error(("pruner", "name"), "pbt needs a single objective", "pbt")
+        resources = raw.get("resources") if isinstance(raw.get("resources"), dict) else {}
+        cap = resources.get("max_concurrent")
+        if isinstance(cap, int) and cap < budget["trials"]:
+            raise loc.error(("resources", "max_concurrent"), "pbt trains its whole population "
+                            f"(budget.trials = {budget['trials']}) together, members beyond the "
+                            "free CPUs waiting paused; a smaller cap would split it into "
+                            "populations that never meet: leave it out or lower budget.trials",
+                            cap)
     elif multi and pruner["name"] != "none":
         raise loc.error(("pruner", "name"), f"early stopping needs a single objective; with "
                         f"{len(objective)} objectives use pruner name none", pruner["name"])

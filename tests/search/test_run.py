@@ -142,6 +142,22 @@ def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
     assert all(t.value == t.intermediate_values[3] for t in trials)  # the curves only rise
 
 
+def test_a_pbt_population_larger_than_the_cpus_finishes_with_few_checkpoints(ray_cluster,
+                                                                             options):
+    """8 members on 2 CPUs: the extra members wait paused, every member ends after its epochs
+    (the last report of each was once paused and resumed forever), checkpoints stay bounded."""
+    space = ToySpace(name="pbt8", trials=8, epochs=3, pruner_name="pbt", sampler_name="random",
+                     conditional=False, pruner={"perturbation_interval": 1},
+                     budget={"time_limit": 90}, toy={"epoch_seconds": 0.05})
+    outcome = run_search(space, options())
+    study, trials = trials_of(outcome)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    for trial_dir in outcome.experiment_dir.glob("trial_*"):
+        rows = (trial_dir / "progress.csv").read_text().splitlines()[1:]
+        assert len(rows) == 3, trial_dir  # one report per epoch, none repeated
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 2  # perturbation_interval + 1
+
+
 def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_path):
     space = ToySpace(name="tracked", trials=2, epochs=1, tracking={"enabled": True})
     outcome = run_search(space, options(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
