@@ -117,16 +117,50 @@ def test_target_stops_the_run_early(ray_cluster, options):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-def test_multi_objective_gives_a_pareto_front(ray_cluster, options):
+def test_multi_objective_gives_a_pareto_front(ray_cluster, options, tmp_path):
+    """The summary, MLflow's best trial, its front (table, tag, summary column, plot) and the
+    kept checkpoints all follow one rule: the front ordered by the first objective."""
+    import csv
+
+    from mlflow import MlflowClient
+
+    from search.summary import run_summary
+
     space = ToySpace(name="pareto", trials=5, epochs=1, sampler_name="nsga2",
                      objective=[{"metric": "val_accuracy", "direction": "maximize"},
-                                {"metric": "num_params", "direction": "minimize"}])
-    outcome = run_search(space, options())
+                                {"metric": "num_params", "direction": "minimize"}],
+                     tracking={"enabled": True, "keep_checkpoints": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_search(space, options(tracking_uri=uri))
     study, trials = trials_of(outcome)
     assert all(len(t.values) == 2 for t in trials)
     front = studies.best_trials(study)
     assert front and outcome.best == front
     assert all(t.values[1] == t.user_attrs["num_params"] for t in front)
+    assert [t.values[0] for t in front] == sorted((t.values[0] for t in front), reverse=True)
+    best = front[0]
+    assert f"best: trial #{best.number};" in run_summary(study, outcome.run_id,
+                                                          outcome.objectives)
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("pareto").experiment_id],
+                                filter_string="tags.`search.key` = 'parent'")[0]
+    assert parent.data.tags["search.best_trial"] == str(best.number)
+    assert parent.data.tags["search.pareto_front"] == ",".join(str(t.number) for t in front)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "pareto_front.csv" in names
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/pareto_front.png" in plots
+    table = list(csv.DictReader(open(client.download_artifacts(
+        parent.info.run_id, "pareto_front.csv", str(tmp_path)))))
+    assert [int(r["optuna_trial"]) for r in table] == [t.number for t in front]
+    summary = list(csv.DictReader(open(client.download_artifacts(
+        parent.info.run_id, "summary.csv", str(tmp_path)))))
+    assert {int(r["optuna_trial"]) for r in summary if r["pareto"] == "True"} == \
+        {t.number for t in front}
+    # keep_checkpoints 1, yet every front member keeps its checkpoint in MLflow
+    for t in front:
+        run_id = t.user_attrs["mlflow_run_id"]
+        assert any(a.path == "checkpoint" for a in client.list_artifacts(run_id)), t.number
 
 
 def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
