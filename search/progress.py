@@ -111,6 +111,9 @@ class Progress(Callback):
             detail = f"{self.objective.metric}={value:.4f}" if isinstance(value, float) else ""
             if result.get("test_accuracy") is not None:
                 detail += f" test_accuracy={result['test_accuracy']:.4f}"
+            if result.get("fold_val_accuracy"):  # k-fold: the mean above, each fold here
+                detail += f" ({result.get('folds')} folds: " + ", ".join(
+                    f"{v:.4f}" for v in result["fold_val_accuracy"]) + ")"
         else:
             detail = f"stopped at epoch {result.get('training_iteration', 0)}"
         text = f"[{clock(time.monotonic() - self.start)}] trial {self.name(trial)} {state} " \

@@ -30,7 +30,8 @@ FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended b
 FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
 FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
 NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
-RECORDED = ("test_accuracy", "num_params", "selected_epoch", "epochs_run", "trial_dir")
+RECORDED = ("test_accuracy", "num_params", "selected_epoch", "epochs_run", "trial_dir", "folds",
+            "fold_val_accuracy")
 
 
 def trial_dirname(trial) -> str:

@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"test accuracy {result.test_accuracy:.4f} (model of epoch {result.best_epoch}, "
           f"val accuracy {result.best_val_accuracy:.4f}); {result.num_params:,} parameters")
+    if result.folds:
+        print(f"{len(result.folds)} folds ran; val accuracy per fold "
+              + ", ".join(f"{f.best_val_accuracy:.4f}" for f in result.folds)
+              + f" (mean {result.best_val_accuracy:.4f})")
     if result.checkpoint:
         print(f"checkpoint {result.checkpoint}")
     return 0
