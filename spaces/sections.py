@@ -112,7 +112,10 @@ TRACKING = Section("tracking", {
     "enabled": O("bool", True, "record runs in MLflow"),
     "uri": O("str", None, "MLflow tracking URI; null = MLflow's default", nullable=True),
     "experiment": O("str", None, "MLflow experiment; null = the space's name", nullable=True),
-    "keep_checkpoints": O("int", 3, "best checkpoints kept per trial", NONNEG_INT),
+    "keep_checkpoints": O("int", 3, "finished trials of a search that keep their checkpoint, in "
+                          "MLflow and on disk once it ends: the k best (with several "
+                          "objectives also the Pareto front); pruned and failed keep none",
+                          NONNEG_INT),
     "register_as": O("str", None, "registered model name; null = the space's name",
                      nullable=True),
 })

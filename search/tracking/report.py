@@ -7,12 +7,18 @@ With several objectives "best" is the study's (search.study.best_trials): the Pa
 ordered by the first objective, best = first. The parent then also gets the front as
 `pareto_front.csv` and the tag `search.pareto_front` (trial numbers, best first), summary.csv a
 `pareto` column, and every front member keeps its checkpoint.
+
+`tracking.keep_checkpoints` = k: the k best finished trials of the search (by the first
+objective; plus the front with several) keep their checkpoint in MLflow, and once the search
+ended the other trials' local checkpoints are deleted too, so the disk holds what MLflow holds
+(and the best trial's, for the stages, even with k = 0).
 """
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +163,23 @@ def _keep_front(tracker: SearchTracker, front: list[TrialRecord]) -> None:
         tracker.top.restore(rec.key, rec.best)
 
 
+def _prune_disk(tracker: SearchTracker, kept: set[str], best: TrialRecord | None) -> None:
+    """The disk keeps what MLflow keeps (`tracking.keep_checkpoints`): a trial's local
+    checkpoints go once the search ended without it in the kept set. The best trial's stay
+    whatever k is (the stages start from them); nothing goes while the spool may still upload
+    from them."""
+    if tracker.writer.down or len(tracker.writer.spool):
+        return
+    for rec in tracker.trials.values():
+        if rec.key in kept or rec is best or not rec.checkpoint:
+            continue
+        folder = Path(rec.checkpoint)
+        folders = sorted(folder.parent.glob("checkpoint_*")) \
+            if folder.name.startswith("checkpoint_") else [folder]
+        for path in folders:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
            register_as: str | None = None, loader: str = DEFAULT_LOADER,
            summary_rows: int = SUMMARY_ROWS) -> FinishReport:
@@ -226,6 +249,7 @@ def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
                                              "alias": "best", "loader": loader})
     elif register_as:
         report.skipped["model"] = "no finished trial kept a checkpoint"
+    _prune_disk(tracker, set(tracker.top.keys()), best)
     writer.write({"op": "end", "key": PARENT, "status": "FINISHED", "end_time": now_ms()})
     if writer.down:
         writer.replay()

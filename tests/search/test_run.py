@@ -193,11 +193,22 @@ def test_a_pbt_population_larger_than_the_cpus_finishes_with_few_checkpoints(ray
 
 
 def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_path):
-    space = ToySpace(name="tracked", trials=2, epochs=1, tracking={"enabled": True})
-    outcome = run_search(space, options(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
-    _, trials = trials_of(outcome)
-    assert outcome.exit_code == 0 and len(trials) == 2
+    """... and keep_checkpoints: 1 keeps one checkpoint, the same one in MLflow and on disk."""
+    from mlflow import MlflowClient
+
+    space = ToySpace(name="tracked", trials=3, epochs=1,
+                     tracking={"enabled": True, "keep_checkpoints": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_search(space, options(tracking_uri=uri))
+    study, trials = trials_of(outcome)
+    assert outcome.exit_code == 0 and len(trials) == 3
     assert all(t.user_attrs.get("mlflow_run_id") for t in trials)
+    client = MlflowClient(uri)
+    in_mlflow = [t.number for t in trials if any(
+        a.path == "checkpoint" for a in client.list_artifacts(t.user_attrs["mlflow_run_id"]))]
+    on_disk = [t.number for t in trials
+               if list(Path(t.user_attrs["trial_dir"]).glob("checkpoint_*"))]
+    assert in_mlflow == on_disk == [study.best_trial.number]
 
 
 QUICKSTART = Path(__file__).parents[2] / "spaces" / "quickstart.yaml"
