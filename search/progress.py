@@ -111,6 +111,9 @@ class Progress(Callback):
             detail = f"{self.objective.metric}={value:.4f}" if isinstance(value, float) else ""
             if result.get("test_accuracy") is not None:
                 detail += f" test_accuracy={result['test_accuracy']:.4f}"
+            if result.get("fold_val_accuracy"):  # k-fold: the mean above, each fold here
+                detail += f" ({result.get('folds')} folds: " + ", ".join(
+                    f"{v:.4f}" for v in result["fold_val_accuracy"]) + ")"
         else:
             detail = f"stopped at epoch {result.get('training_iteration', 0)}"
         text = f"[{clock(time.monotonic() - self.start)}] trial {self.name(trial)} {state} " \
@@ -144,21 +147,25 @@ class Progress(Callback):
 
 
 class TargetStopper(Stopper):
-    """Stops the whole run once a trial *finishes* with the first objective at or beyond the
-    target (its value at the selected epoch, as told to the study)."""
+    """Ends each trial on the report that says it ended (finished or failed), and the whole run
+    once a trial *finishes* with the first objective at or beyond the target (its value at the
+    selected epoch, as told to the study). A stopper decides before the scheduler: a scheduler
+    that pauses on every report (synchronous PBT, HyperBand) would otherwise pause the trial's
+    last report and resume a trial that has nothing left to run."""
 
-    def __init__(self, objective: Objective, target: float):
+    def __init__(self, objective: Objective, target: float | None = None):
         self.objective = objective
         self.target = target
         self.reached = False
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         value = result.get(FINAL_PREFIX + self.objective.metric)
-        if result.get(FINISHED_KEY) and isinstance(value, (int, float)):
-            if value == self.target or self.objective.better(value, self.target):
-                self.reached = True
-                return True  # this trial is stopped the ordinary way: its result is told
-        return False
+        if self.target is not None and result.get(FINISHED_KEY) \
+                and isinstance(value, (int, float)) \
+                and (value == self.target or self.objective.better(value, self.target)):
+            self.reached = True
+        # the trial is stopped the ordinary way: its result is told
+        return bool(result.get(FINISHED_KEY) or result.get(FAIL_KEY))
 
     def stop_all(self) -> bool:
         return self.reached

@@ -21,6 +21,7 @@ from search.disk import DiskBudget
 from search.errors import UserError
 from search.plan import (budget_of, concurrency, field_of, max_epochs, objectives_of,
                          resources_of)
+from search.pbt import checkpoints_to_keep
 from search.progress import Progress, TargetStopper
 from search.pruners import build_scheduler, holding_note, pruner_info, started_at_once
 from search.runs import find_run, new_run_id, output_dir, read_run_file, write_run_file
@@ -117,14 +118,15 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
         max_t = max_epochs(space, plan.budget)
         started = started_at_once(space, max_t, slots,
                                   capped=plan.resources.max_concurrent is not None)
+        if not info.uses_searcher:  # PBT: the whole population at once, the extra members
+            started = max(started, plan.budget.trials)  # wait paused for a free CPU
         note = holding_note(space, max_t, started)
         if note:
             print(note, file=stream or sys.stdout)
         searcher, label, param_space, samples, callbacks = _how_to_search(
             space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
             run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))
-        stopper = None if plan.budget.target is None else \
-            TargetStopper(plan.objectives[0], plan.budget.target)
+        stopper = TargetStopper(plan.objectives[0], plan.budget.target)
         tracking = _tracking(space, options, output, run_id, study, label, warm.previous)
         if tracking is not None:
             callbacks.append(tracking)
@@ -148,9 +150,9 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
                 name=run_id, storage_path=str(output), verbose=0, stop=stopper,
                 callbacks=callbacks, log_to_file=True,
                 failure_config=tune.FailureConfig(max_failures=options.retries),
-                # PBT copies other trials' checkpoints: it needs them all kept
+                # PBT copies other trials' checkpoints: it needs them kept until read
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1 if info.uses_searcher else None)))
+                    num_to_keep=1 if info.uses_searcher else checkpoints_to_keep(space))))
         return _finish(tuner, study, plan, run_info, exp_dir)
 
 

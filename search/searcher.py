@@ -31,7 +31,7 @@ FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
 FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
 NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
-            studies.TRIAL_DIR, "split")
+            studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy")
 
 
 def trial_dirname(trial) -> str:

@@ -9,9 +9,10 @@ Tune: `tune_trial_id`, `run_id` (the Tune experiment folder), and after it ends 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from search.errors import UserError
 
@@ -184,15 +185,37 @@ def counts(trials: Iterable) -> dict[str, int]:
     return out
 
 
-def best_trials(study) -> list:
-    """The best trial (one objective) or the Pareto front (several); [] before any completes."""
-    from optuna.trial import TrialState
+def front_key(directions: Sequence) -> Callable[[Any], tuple]:
+    """The order of "best" with any number of objectives: by the first objective, ties by the
+    next ones, then by the lower trial number. The best (its minimum) is always on the Pareto
+    front, so ordering the front by this key puts the best first."""
+    signs = [-1.0 if getattr(d, "name", d) in ("MAXIMIZE", "maximize") else 1.0
+             for d in directions]
+    return lambda t: (*[s * v for s, v in zip(signs, t.values)], t.number)
 
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return []
-    if len(study.directions) == 1:
-        return [study.best_trial]
-    return sorted(study.best_trials, key=lambda t: t.number)
+
+def pareto_front(trials: Sequence, directions: Sequence) -> list:
+    """The COMPLETE trials no other COMPLETE trial dominates, best first (front_key)."""
+    signs = [-1.0 if getattr(d, "name", d) in ("MAXIMIZE", "maximize") else 1.0
+             for d in directions]
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.values
+            and not any(math.isnan(v) for v in t.values)]
+    cost = {t.number: [s * v for s, v in zip(signs, t.values)] for t in done}
+
+    def dominates(a, b) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    front = [t for t in done if not any(dominates(cost[o.number], cost[t.number])
+                                        for o in done)]
+    return sorted(front, key=front_key(directions))
+
+
+def best_trials(study) -> list:
+    """The best trial (one objective) or the Pareto front (several), best first: the one
+    definition of "best" every command, MLflow, the registry and the stages use; [] before any
+    trial completes."""
+    front = pareto_front(study.get_trials(deepcopy=False), study.directions)
+    return front if len(study.directions) > 1 else front[:1]
 
 
 def ranked(study, limit: int | None = None) -> list:

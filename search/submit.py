@@ -1,11 +1,12 @@
 """A search sent to a Ray cluster as a Ray Job (`search submit`), and following it (`search
 status JOB --address ...`).
 
-The job's driver runs `search run` on the head node of the cluster, from a working directory
-that holds only the space file (uploaded with the job's `runtime_env`). So the cluster decides
-the rest: its nodes need the package (the images of deploy/), the study database
-($SEARCH_STORAGE), MLflow ($MLFLOW_TRACKING_URI) and an `--output` folder every node shares,
-either from their environment or from the flags forwarded here. Ray sets $RAY_ADDRESS for the
+The job's driver runs `python -m search.cli run` on the head node of the cluster, from a
+temporary working directory that holds only the space file (uploaded with the job's
+`runtime_env`, deleted by Ray). So the cluster decides the rest: its nodes need the package (the
+images of deploy/), the study database ($SEARCH_STORAGE) and MLflow ($MLFLOW_TRACKING_URI),
+either from their environment or from the flags forwarded here, and `--output` (required) names
+a folder every node shares. Ray sets $RAY_ADDRESS for the
 job's driver, so `search run` joins the cluster by itself.
 """
 from __future__ import annotations
@@ -68,12 +69,20 @@ def forwarded_flags(values: dict[str, Any]) -> list[str]:
 
 
 def entrypoint(space_file: str, flags: list[str]) -> str:
-    """The job's shell command: `search run` on the uploaded space file, log lines only."""
-    return shlex.join(["search", "run", space_file, "--plain", *flags])
+    """The job's shell command: `search run` on the uploaded space file, log lines only, run
+    as a module by the head's `python` (the interpreter that has Ray and this package), so no
+    `search` script need be on the head's PATH."""
+    return shlex.join(["python", "-m", "search.cli", "run", space_file, "--plain", *flags])
 
 
 def check_output(output: str | None) -> None:
-    if output and not Path(output).is_absolute():
+    """A job runs in a temporary working folder on the head that Ray deletes with the session:
+    its runs (study, Tune folders, MLflow files) must go to a folder every node shares."""
+    if not output:
+        raise UserError("submit: give --output DIR, an absolute folder every node of the "
+                        "cluster shares (e.g. /data/runs); without it the job's runs would land "
+                        "in its temporary working folder on the head, which Ray deletes")
+    if not Path(output).is_absolute():
         raise UserError(f"--output {output}: the job runs in a temporary folder on the head; "
                         "give an absolute path that every node of the cluster shares")
 

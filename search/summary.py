@@ -55,7 +55,19 @@ def run_summary(study, run_id: str, objectives: Sequence[Objective], limit: int 
     split = best[0].user_attrs.get("split")
     lines.append(f"best: trial #{best[0].number}; its config: search best {study.study_name}"
                  + (f"\ntest split: {split}" if split else ""))
+    if folds_text(best[0]):
+        lines.append(f"trial #{best[0].number}: {folds_text(best[0])}")
     return "\n".join(lines)
+
+
+def folds_text(trial) -> str | None:
+    """How many folds a k-fold trial ran and each fold's score (None without k-fold)."""
+    scores = trial.user_attrs.get("fold_val_accuracy")
+    if not scores:
+        return None
+    mean = sum(scores) / len(scores)
+    return (f"{trial.user_attrs.get('folds', len(scores))} folds ran; val_accuracy per fold "
+            f"{', '.join(_num(v) for v in scores)} (mean {_num(mean)})")
 
 
 def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str:
@@ -70,6 +82,8 @@ def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str
         lines.append(f"best: trial #{t.number} {objectives[0].metric} = {_num(t.values[0])}"
                      + (f", test_accuracy = {_num(test)}" if test is not None else "")
                      + (f" (split: {split})" if split else ""))
+        if folds_text(t):
+            lines.append(f"trial #{t.number}: {folds_text(t)}")
     elif best:
         lines.append(f"Pareto front: trials {', '.join('#' + str(t.number) for t in best)}")
     else:

@@ -143,7 +143,20 @@ def final_fields(result: Any, objectives: tuple[Objective, ...], trial_dir: str)
         value = selected_value(result, o.metric)
         out[FINAL_PREFIX + o.metric] = float(value) if isinstance(value, (int, float)) \
             else value
+    out.update(fold_fields(result))
     return out
+
+
+def fold_fields(result: Any) -> dict:
+    """With k-fold (data.kfold > 1): how many folds ran and each fold's score (its best
+    validation accuracy; the objective val_accuracy is their mean), as the study's user attrs
+    `folds` and `fold_val_accuracy` and as MLflow metrics fold<i>_val_accuracy."""
+    folds = list(getattr(result, "folds", None) or [])
+    if not folds:
+        return {}
+    scores = [float(f.best_val_accuracy) for f in folds]
+    return {"folds": len(folds), "fold_val_accuracy": scores,
+            **{f"fold{i}_val_accuracy": v for i, v in enumerate(scores, 1)}}
 
 
 def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:

@@ -108,7 +108,10 @@ TRACKING = Section("tracking", {
     "enabled": O("bool", True, "record runs in MLflow"),
     "uri": O("str", None, "MLflow tracking URI; null = MLflow's default", nullable=True),
     "experiment": O("str", None, "MLflow experiment; null = the space's name", nullable=True),
-    "keep_checkpoints": O("int", 3, "best checkpoints kept per trial", NONNEG_INT),
+    "keep_checkpoints": O("int", 3, "finished trials of a search that keep their checkpoint, in "
+                          "MLflow and on disk once it ends: the k best (with several "
+                          "objectives also the Pareto front); pruned and failed keep none",
+                          NONNEG_INT),
     "register_as": O("str", None, "registered model name; null = the space's name",
                      nullable=True),
 })
@@ -270,6 +273,15 @@ def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget
             raise loc.error(("sampler", "name"), f"pruner {pruner['name']} cannot be combined "
                             f"with a searcher (Ray Tune): use sampler name "
                             f"{caps.SEARCHERLESS_SAMPLER} or leave it out", sampler["name"])
+    if pruner_caps.mutates:  # a population trained together
+        resources = raw.get("resources") if isinstance(raw.get("resources"), dict) else {}
+        cap = resources.get("max_concurrent")
+        if isinstance(cap, int) and cap < budget["trials"]:
+            raise loc.error(("resources", "max_concurrent"), f"{pruner['name']} trains its whole "
+                            f"population (budget.trials = {budget['trials']}) together, members "
+                            "beyond the free CPUs waiting paused; a smaller cap would split it "
+                            "into populations that never meet: leave it out or lower "
+                            "budget.trials", cap)
     if n > 1 and not pruner_caps.multi_objective:
         if not pruner_caps.uses_searcher:
             raise loc.error(("pruner", "name"), f"{pruner['name']} needs a single objective",

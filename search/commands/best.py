@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from search.runs import space_of_trial
     from search.summary import best_space
 
-    name, output, study = open_search(args)
+    _, output, study = open_search(args)
+    name = study.study_name  # after a warm start the successor study (NAME@2), not NAME
     if args.trial is not None:
         trials = study.get_trials(deepcopy=False)
         if not 0 <= args.trial < len(trials) or trials[args.trial].state.name != "COMPLETE":

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from search.runs import driver_alive, read_run_file, runs_of
     from search.summary import status_text
 
-    name, output, study = open_search(args)
+    _, output, study = open_search(args)
     runs = []
     for folder in runs_of(output):
         info = read_run_file(folder)

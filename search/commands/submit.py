@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 
 NAME = "submit"
-HELP = ("send the search of a space file to a Ray cluster as a Ray Job (`search run` on the "
-        "cluster's head); prints the job id that `search status JOB --address ...` follows")
+HELP = ("send the search of a space file to a Ray cluster as a Ray Job (`python -m search.cli "
+        "run` on the cluster's head, runs written to --output); prints the job id that "
+        "`search status JOB --address ...` follows")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "passed to `search run` on the cluster (default: the head's environment, e.g. "
         "$SEARCH_STORAGE, $MLFLOW_TRACKING_URI)")
     group.add_argument("--output", metavar="DIR",
-                       help="folder of the runs, absolute, shared by every node (Tune's storage)")
+                       help="required: folder of the runs (study, Tune, MLflow files), absolute, "
+                            "shared by every node; the job's own folder is deleted by Ray")
     group.add_argument("--storage", metavar="URL",
                        help="study database; a password here shows in the job's entrypoint, so "
                             "prefer $SEARCH_STORAGE on the head")
@@ -44,9 +46,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.follow:
         print(f"follow it: search status {job} --address {url} [--follow]  (or the dashboard "
               f"{url})")
-        if not args.output:
-            print("note: without --output the job's runs go to ./runs/<name> in its temporary "
-                  "working folder on the head; pass --output DIR on storage every node shares")
         return 0
     info = follow(args.address, job)
     print(describe(info))

@@ -1,6 +1,6 @@
 """`search train SPACE [--set key=value ...] [--epochs N] [--checkpoint-dir DIR]`: one training
 run of a space's fixed settings (plus overrides), no Ray, no Optuna; or of a config file
-(`--config FILE` holding a `config:` mapping, as a search prints for a trial).
+(`--config FILE`: a trial's MLflow config.yaml, best_config.yaml, `search sample` output).
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ HELP = ("train once with a space's fixed settings (plus --set overrides) or a tr
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", metavar="SPACE", help="space YAML file")
     parser.add_argument("--config", metavar="FILE",
-                        help="YAML file with a `config:` mapping (instead of a space)")
+                        help="a config file instead of a space: a trial's MLflow config.yaml, "
+                             "the search's best_config.yaml, one `search sample` document "
+                             "(settings groups, optionally under `config:`, or dotted params)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         dest="overrides", help="override a setting, e.g. --set optimizer.lr=1e-3 "
                         "(repeatable; values are read as YAML)")
@@ -39,27 +41,56 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def load_config_file(path: str, overrides: dict) -> dict:
-    """The `config:` mapping of a YAML file, with dotted overrides applied (fit checks it)."""
+    """The settings of a config file, with dotted overrides applied (fit checks them). Takes
+    what the tool writes: a settings tree (a trial's MLflow `config.yaml`, `best_config.yaml`,
+    one document of `search sample`), the same under a `config:` key, or dotted parameters
+    (`search sample --params`, a `best_config.yaml` of parameters only)."""
     import yaml
 
     from search.errors import UserError
     from spaces.settings import parse_override
 
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
     except OSError as err:
         raise UserError(f"--config {path}: cannot read it ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise UserError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") \
             from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
-        raise UserError(f"--config {path}: expected a mapping with a `config:` key holding the "
-                        "settings groups (data, model, optimizer, ...)")
-    config = {g: dict(v) if isinstance(v, dict) else v for g, v in raw["config"].items()}
+    if len(docs) > 1:
+        raise UserError(f"--config {path}: holds {len(docs)} YAML documents (as `search sample` "
+                        "prints); keep the one to train, e.g. `search sample SPACE -n 1`")
+    config = settings_of(docs[0] if docs else None, path)
     for key, value in overrides.items():
         group, name, parsed = parse_override(key, value)
         config.setdefault(group, {})[name] = parsed
     return config
+
+
+def settings_of(raw, path: str) -> dict:
+    """The settings tree of one parsed config document (see load_config_file)."""
+    from search.errors import UserError
+    from trainers.catalog import GROUPS
+
+    if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+        raw = raw["config"]
+    expected = (f"--config {path}: expected the settings groups ({', '.join(GROUPS)}) as a "
+                "trial's config.yaml, best_config.yaml or `search sample` has them (optionally "
+                "under a `config:` key)")
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(expected)
+    if "space" in raw or "name" in raw:
+        raise UserError(f"--config {path}: is a space file; train it with `search train {path}`")
+    if all(isinstance(k, str) and k.partition(".")[0] in GROUPS and "." in k for k in raw):
+        config: dict = {}
+        for key, value in raw.items():  # dotted parameters: optimizer.lr -> optimizer: {lr}
+            group, _, rest = key.partition(".")
+            config.setdefault(group, {})[rest] = value
+        return config
+    unknown = [k for k in raw if k not in GROUPS]
+    if unknown:
+        raise UserError(f"{expected}; got {', '.join(map(str, unknown[:5]))}")
+    return {g: dict(v) if isinstance(v, dict) else v for g, v in raw.items()}
 
 
 def epoch_line(m: dict, epochs: int) -> str:
@@ -101,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"test accuracy {result.test_accuracy:.4f} (model of epoch {result.best_epoch}, "
           f"val accuracy {result.best_val_accuracy:.4f}); {result.num_params:,} parameters")
+    if result.folds:
+        print(f"{len(result.folds)} folds ran; val accuracy per fold "
+              + ", ".join(f"{f.best_val_accuracy:.4f}" for f in result.folds)
+              + f" (mean {result.best_val_accuracy:.4f})")
     if result.checkpoint:
         print(f"checkpoint {result.checkpoint}")
     return 0

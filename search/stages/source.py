@@ -2,7 +2,6 @@
 checkpoint."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from search import study as studies
 from search.errors import UserError
 from search.plan import field_of
+from search.study import pareto_front
 
 
 @dataclass(frozen=True)
@@ -49,15 +49,10 @@ def pick_run(output: Path, run_id: str | None = None) -> Path:
 
 
 def best_trial(trials: list, directions: list) -> Any | None:
-    """The best COMPLETE trial by the first objective (ties: by the next ones, then the lower
-    number). With several objectives this is the first trial of the Pareto front ordered by
-    the first objective: no trial can beat it on that one, and among equals it is undominated."""
-    signs = [-1.0 if d.name == "MAXIMIZE" else 1.0 for d in directions]
-    done = [t for t in trials if t.state.name == "COMPLETE" and t.values
-            and not any(math.isnan(v) for v in t.values)]
-    if not done:
-        return None
-    return min(done, key=lambda t: (*[s * v for s, v in zip(signs, t.values)], t.number))
+    """The best COMPLETE trial: the first of the Pareto front ordered by the first objective
+    (search.study.front_key; with one objective simply the best)."""
+    front = pareto_front(trials, directions)
+    return front[0] if front else None
 
 
 def find_source(study, output: Path, run_folder: Path) -> Source:

@@ -1,5 +1,6 @@
 """Figures of a finished search: Optuna's optimisation history, parallel coordinates and
-parameter importances (PED-ANOVA, Optuna 5's default evaluator), and every trial's learning
+parameter importances (PED-ANOVA, Optuna 5's default evaluator), the Pareto front of a
+multi-objective study (Optuna's plot_pareto_front), and every trial's learning
 curve in one figure with pruned trials greyed. PNG always (matplotlib, Agg backend); interactive
 HTML as well when plotly is importable.
 
@@ -41,9 +42,13 @@ def optuna_plots(study: Any, folder: Path, target_name: str = "objective") \
     plt = _agg()
     folder.mkdir(parents=True, exist_ok=True)
     files, skipped = [], {}
-    args = _target(study) or {"target_name": target_name}
     html = importlib.util.find_spec("plotly") is not None
-    for name in OPTUNA_PLOTS:
+    names = OPTUNA_PLOTS + (("pareto_front",) if len(study.directions) > 1 else ())
+    for name in names:
+        args = _target(study) or {"target_name": target_name}
+        if name == "pareto_front":  # every objective on its own axis, the front highlighted
+            args = {"target_names": list(study.metric_names or [])} if study.metric_names \
+                else {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ExperimentalWarning of the matplotlib backend

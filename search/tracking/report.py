@@ -2,12 +2,23 @@
 (summary.csv), the best trial's config (best_config.yaml), the figures (plots/), best-trial tags
 and trial counts; the best trial's model registered with the alias `best`; the parent ended; the
 spool replayed if the backend was away.
+
+With several objectives "best" is the study's (search.study.best_trials): the Pareto front
+ordered by the first objective, best = first. The parent then also gets the front as
+`pareto_front.csv` and the tag `search.pareto_front` (trial numbers, best first), summary.csv a
+`pareto` column, and every front member keeps its checkpoint.
+
+`tracking.keep_checkpoints` = k: the k best finished trials of the search (by the first
+objective; plus the front with several) keep their checkpoint in MLflow, and once the search
+ended the other trials' local checkpoints are deleted too, so the disk holds what MLflow holds
+(and the best trial's, for the stages, even with k = 0).
 """
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +97,38 @@ def ranked(tracker: SearchTracker) -> list[TrialRecord]:
     return sorted(tracker.trials.values(), key=key)
 
 
-def summary_csv(tracker: SearchTracker, rows: int = SUMMARY_ROWS) -> str:
+def front_of(study: Any) -> list:
+    """The study's Pareto front, best first (search.study.best_trials), when it has several
+    objectives; [] otherwise."""
+    if study is None or len(getattr(study, "directions", ())) < 2:
+        return []
+    from search.study import best_trials
+
+    return best_trials(study)
+
+
+def metric_names(study: Any) -> list[str]:
+    names = getattr(study, "metric_names", None)
+    return list(names) if names else [f"objective_{i}" for i in range(len(study.directions))]
+
+
+def pareto_csv(tracker: SearchTracker, study: Any, front: list) -> str:
+    """The front as a table: rank (best first), trial, every objective, MLflow run, params."""
+    by_number = {r.number: r for r in tracker.trials.values() if r.number is not None}
+    params = sorted({k for t in front for k in t.params})
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["rank", "optuna_trial", *metric_names(study), "mlflow_run_id", *params])
+    for i, t in enumerate(front, 1):
+        rec = by_number.get(t.number)
+        run_id = (rec.run_id or tracker.writer.book.cached(rec.key) or "") if rec else ""
+        w.writerow([i, t.number, *t.values, run_id, *[t.params.get(k) for k in params]])
+    return out.getvalue()
+
+
+def summary_csv(tracker: SearchTracker, rows: int = SUMMARY_ROWS, front: list = ()) -> str:
     records = ranked(tracker)[:rows]
+    on_front = {t.number for t in front}
     params = sorted({k for r in records for k in r.params})
     finals = [k for k in ("test_accuracy", "best_val_accuracy", "num_params") if
               any(k in r.final for r in records)]
@@ -96,14 +137,47 @@ def summary_csv(tracker: SearchTracker, rows: int = SUMMARY_ROWS) -> str:
     # objective_<metric>: a complete trial's value as told to Optuna (the selected epoch's), a
     # pruned or failed trial's best reported value
     w.writerow(["rank", "state", f"objective_{tracker.metric}", "epochs", *finals, "optuna_trial",
-                "tune_trial_id", "mlflow_run_id", "checkpoint_kept", "reason", *params])
+                "tune_trial_id", "mlflow_run_id", "checkpoint_kept", "reason",
+                *(["pareto"] if front else []), *params])
     book = tracker.writer.book
     for i, r in enumerate(records, 1):
         run_id = r.run_id or book.cached(r.key) or ""
         w.writerow([i, r.state, r.best, r.last_step or len(r.curve),
                     *[r.final.get(k) for k in finals], r.number, r.tune_id, run_id,
-                    r.kept, r.reason, *[r.params.get(k) for k in params]])
+                    r.kept, r.reason, *([r.number in on_front] if front else []),
+                    *[r.params.get(k) for k in params]])
     return out.getvalue()
+
+
+def _keep_front(tracker: SearchTracker, front: list[TrialRecord]) -> None:
+    """Every trial of the Pareto front keeps its checkpoint in MLflow, whatever the top-k by
+    the first objective pushed out: each is a best answer for some trade-off."""
+    for rec in front:
+        if rec.kept or not rec.checkpoint or not Path(rec.checkpoint).exists():
+            continue
+        tracker.writer.write({"op": "artifact", "key": rec.key, "local": rec.checkpoint,
+                              "path": "checkpoint"})
+        tracker.writer.write({"op": "batch", "key": rec.key,
+                              "tags": {TAG_CKPT: "kept", TAG_CKPT_DIR: rec.checkpoint}})
+        rec.kept = True
+        tracker.top.restore(rec.key, rec.best)
+
+
+def _prune_disk(tracker: SearchTracker, kept: set[str], best: TrialRecord | None) -> None:
+    """The disk keeps what MLflow keeps (`tracking.keep_checkpoints`): a trial's local
+    checkpoints go once the search ended without it in the kept set. The best trial's stay
+    whatever k is (the stages start from them); nothing goes while the spool may still upload
+    from them."""
+    if tracker.writer.down or len(tracker.writer.spool):
+        return
+    for rec in tracker.trials.values():
+        if rec.key in kept or rec is best or not rec.checkpoint:
+            continue
+        folder = Path(rec.checkpoint)
+        folders = sorted(folder.parent.glob("checkpoint_*")) \
+            if folder.name.startswith("checkpoint_") else [folder]
+        for path in folders:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
@@ -113,8 +187,14 @@ def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
     if writer.down:
         writer.replay()
     previous_trials(tracker)
-    texts = {"summary.csv": summary_csv(tracker, summary_rows)}
+    front = front_of(study)
+    texts = {"summary.csv": summary_csv(tracker, summary_rows, front)}
     complete = [r for r in ranked(tracker) if r.state == COMPLETE and r.best is not None]
+    if front:  # several objectives: the front's order is the order of "best"
+        place = {t.number: i for i, t in enumerate(front)}
+        complete.sort(key=lambda r: place.get(r.number, len(place)))
+        texts["pareto_front.csv"] = pareto_csv(tracker, study, front)
+        _keep_front(tracker, complete[:len(front)])
     kept = {k for k in tracker.top.keys()}
     best = complete[0] if complete else None
     if best is not None:
@@ -156,6 +236,9 @@ def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
         metrics.append([f"best_{tracker.metric}", best.best, ts, 0])
         tags = {"search.best_trial": str(best.number), "search.best_tune_id": best.tune_id,
                 "search.best_run_id": report.best_run_id or ""}
+    if front:
+        tags["search.pareto_front"] = ",".join(str(t.number) for t in front)
+        tags["search.best_rule"] = "Pareto front ordered by the first objective; best = first"
     writer.write({"op": "batch", "key": PARENT, "metrics": metrics, "tags": tags})
 
     target = next((r for r in complete if r.key in kept and r.checkpoint), None)
@@ -166,6 +249,7 @@ def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
                                              "alias": "best", "loader": loader})
     elif register_as:
         report.skipped["model"] = "no finished trial kept a checkpoint"
+    _prune_disk(tracker, set(tracker.top.keys()), best)
     writer.write({"op": "end", "key": PARENT, "status": "FINISHED", "end_time": now_ms()})
     if writer.down:
         writer.replay()

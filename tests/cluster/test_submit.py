@@ -15,8 +15,18 @@ def test_the_job_runs_search_run_on_the_uploaded_file_with_the_forwarded_flags()
                              "--new": True, "--retries": None, "--warm-start": 0,
                              "--fit": None, "--tracking-uri": None})
     assert entrypoint("my space.yaml", flags) == (
-        "search run 'my space.yaml' --plain --output /data/runs --storage '$SEARCH_STORAGE' "
-        "--warm-start 0 --new")
+        "python -m search.cli run 'my space.yaml' --plain --output /data/runs "
+        "--storage '$SEARCH_STORAGE' --warm-start 0 --new")
+
+
+def test_a_job_without_an_output_is_refused_before_it_is_sent(tmp_path):
+    """Its runs would land in Ray's temporary package folder of the job, deleted with it."""
+    path = tmp_path / "space.yaml"
+    path.write_text(space_yaml("no-output"))
+    done = search("submit", str(path), "--address", "http://127.0.0.1:9", timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: submit: give --output DIR, an absolute folder")
+    assert done.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("address, says", [
@@ -26,7 +36,7 @@ def test_the_job_runs_search_run_on_the_uploaded_file_with_the_forwarded_flags()
 def test_a_bad_address_is_one_line_and_exit_2(tmp_path, address, says):
     path = tmp_path / "space.yaml"
     path.write_text(space_yaml("bad-address"))
-    for argv in (["submit", str(path), "--address", address],
+    for argv in (["submit", str(path), "--address", address, "--output", "/data/runs"],
                  ["status", "raysubmit_x", "--address", address]):
         done = search(*argv, timeout=60)
         assert done.returncode == 2 and done.stdout == ""
@@ -45,6 +55,11 @@ def test_a_submitted_search_runs_on_the_cluster_and_status_follows_it(two_nodes,
     assert sent.returncode == 0, sent.stderr[-3000:]
     job = sent.stdout.splitlines()[0]
     assert job.startswith("raysubmit_")
+    from ray.job_submission import JobSubmissionClient
+
+    # the head's own interpreter runs the package: no `search` script needed on its PATH
+    assert JobSubmissionClient(two_nodes.dashboard).get_job_info(job).entrypoint.startswith(
+        "python -m search.cli run space.yaml --plain")
     assert f"search status {job} --address {two_nodes.dashboard}" in sent.stdout
 
     followed = search("status", job, "--address", two_nodes.dashboard, "--follow")

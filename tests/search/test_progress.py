@@ -77,8 +77,16 @@ def test_target_stops_on_a_finished_trial_only():
     assert not stop("a", {"val_accuracy": 0.99, "training_iteration": 1}) and not stop.stop_all()
     assert stop("b", finished(0.96)) and stop.stop_all()
     low = TargetStopper(Objective("val_loss", "minimize"), 0.1)
-    assert not low("c", {"trial_finished": True, "final_val_loss": 0.2})
-    assert low("d", {"trial_finished": True, "final_val_loss": 0.05})
+    assert low("c", {"trial_finished": True, "final_val_loss": 0.2}) and not low.stop_all()
+    assert low("d", {"trial_finished": True, "final_val_loss": 0.05}) and low.stop_all()
+
+
+def test_a_trials_last_report_ends_it_before_a_scheduler_can_pause_it():
+    """Synchronous PBT pauses every report; a paused last report was resumed forever."""
+    stop = TargetStopper(ACC)
+    assert not stop("a", {"val_accuracy": 0.5, "training_iteration": 3})
+    assert stop("a", finished(0.5)) and not stop.stop_all()
+    assert stop("b", {"fail_reason": "DivergedError: nan", "training_iteration": 2})
 
 
 def test_exit_codes():

@@ -117,16 +117,50 @@ def test_target_stops_the_run_early(ray_cluster, options):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-def test_multi_objective_gives_a_pareto_front(ray_cluster, options):
+def test_multi_objective_gives_a_pareto_front(ray_cluster, options, tmp_path):
+    """The summary, MLflow's best trial, its front (table, tag, summary column, plot) and the
+    kept checkpoints all follow one rule: the front ordered by the first objective."""
+    import csv
+
+    from mlflow import MlflowClient
+
+    from search.summary import run_summary
+
     space = ToySpace(name="pareto", trials=5, epochs=1, sampler_name="nsga2",
                      objective=[{"metric": "val_accuracy", "direction": "maximize"},
-                                {"metric": "num_params", "direction": "minimize"}])
-    outcome = run_search(space, options())
+                                {"metric": "num_params", "direction": "minimize"}],
+                     tracking={"enabled": True, "keep_checkpoints": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_search(space, options(tracking_uri=uri))
     study, trials = trials_of(outcome)
     assert all(len(t.values) == 2 for t in trials)
     front = studies.best_trials(study)
     assert front and outcome.best == front
     assert all(t.values[1] == t.user_attrs["num_params"] for t in front)
+    assert [t.values[0] for t in front] == sorted((t.values[0] for t in front), reverse=True)
+    best = front[0]
+    assert f"best: trial #{best.number};" in run_summary(study, outcome.run_id,
+                                                          outcome.objectives)
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("pareto").experiment_id],
+                                filter_string="tags.`search.key` = 'parent'")[0]
+    assert parent.data.tags["search.best_trial"] == str(best.number)
+    assert parent.data.tags["search.pareto_front"] == ",".join(str(t.number) for t in front)
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "pareto_front.csv" in names
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/pareto_front.png" in plots
+    table = list(csv.DictReader(open(client.download_artifacts(
+        parent.info.run_id, "pareto_front.csv", str(tmp_path)))))
+    assert [int(r["optuna_trial"]) for r in table] == [t.number for t in front]
+    summary = list(csv.DictReader(open(client.download_artifacts(
+        parent.info.run_id, "summary.csv", str(tmp_path)))))
+    assert {int(r["optuna_trial"]) for r in summary if r["pareto"] == "True"} == \
+        {t.number for t in front}
+    # keep_checkpoints 1, yet every front member keeps its checkpoint in MLflow
+    for t in front:
+        run_id = t.user_attrs["mlflow_run_id"]
+        assert any(a.path == "checkpoint" for a in client.list_artifacts(run_id)), t.number
 
 
 def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
@@ -142,12 +176,39 @@ def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
     assert all(t.value == t.intermediate_values[3] for t in trials)  # the curves only rise
 
 
+def test_a_pbt_population_larger_than_the_cpus_finishes_with_few_checkpoints(ray_cluster,
+                                                                             options):
+    """8 members on 2 CPUs: the extra members wait paused, every member ends after its epochs
+    (the last report of each was once paused and resumed forever), checkpoints stay bounded."""
+    space = ToySpace(name="pbt8", trials=8, epochs=3, pruner_name="pbt", sampler_name="random",
+                     conditional=False, pruner={"perturbation_interval": 1},
+                     budget={"time_limit": 90}, toy={"epoch_seconds": 0.05})
+    outcome = run_search(space, options())
+    study, trials = trials_of(outcome)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    for trial_dir in outcome.experiment_dir.glob("trial_*"):
+        rows = (trial_dir / "progress.csv").read_text().splitlines()[1:]
+        assert len(rows) == 3, trial_dir  # one report per epoch, none repeated
+        assert len(list(trial_dir.glob("checkpoint_*"))) <= 2  # perturbation_interval + 1
+
+
 def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_path):
-    space = ToySpace(name="tracked", trials=2, epochs=1, tracking={"enabled": True})
-    outcome = run_search(space, options(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
-    _, trials = trials_of(outcome)
-    assert outcome.exit_code == 0 and len(trials) == 2
+    """... and keep_checkpoints: 1 keeps one checkpoint, the same one in MLflow and on disk."""
+    from mlflow import MlflowClient
+
+    space = ToySpace(name="tracked", trials=3, epochs=1,
+                     tracking={"enabled": True, "keep_checkpoints": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_search(space, options(tracking_uri=uri))
+    study, trials = trials_of(outcome)
+    assert outcome.exit_code == 0 and len(trials) == 3
     assert all(t.user_attrs.get("mlflow_run_id") for t in trials)
+    client = MlflowClient(uri)
+    in_mlflow = [t.number for t in trials if any(
+        a.path == "checkpoint" for a in client.list_artifacts(t.user_attrs["mlflow_run_id"]))]
+    on_disk = [t.number for t in trials
+               if list(Path(t.user_attrs["trial_dir"]).glob("checkpoint_*"))]
+    assert in_mlflow == on_disk == [study.best_trial.number]
 
 
 QUICKSTART = Path(__file__).parents[2] / "spaces" / "quickstart.yaml"

@@ -106,3 +106,20 @@ def test_an_enqueued_trial_is_popped_and_labelled(tmp_path):
     trial = studies.ask(study, "run-1")
     assert trial.suggest_float("x", 0, 1) == 0.25 and len(study.trials) == 1
     assert study.trials[0].user_attrs == {"warm": "old#3", "run_id": "run-1"}
+
+
+def test_best_of_several_objectives_is_the_front_ordered_by_the_first():
+    """One definition for every command, MLflow and the stages: the Pareto front ordered by
+    the first objective (ties by the next), best = first; never by trial number."""
+    from search.stages import best_trial
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for acc, size in ((0.60, 100), (0.90, 900), (0.75, 300), (0.70, 400), (0.90, 800)):
+        study.tell(study.ask(), [acc, size])  # #3 is dominated by #2; #1 by #4
+    front = studies.best_trials(study)
+    assert [t.number for t in front] == [4, 2, 0]
+    assert best_trial(study.trials, study.directions).number == 4
+    one = optuna.create_study(direction="minimize")
+    for v in (0.3, 0.1, 0.1):
+        one.tell(one.ask(), v)
+    assert [t.number for t in studies.best_trials(one)] == [1]  # a tie: the earlier trial

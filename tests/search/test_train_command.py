@@ -49,6 +49,37 @@ def test_trains_a_config_file(tmp_path, capsys):
     assert out[0].startswith("epoch   1/1") and out[1].startswith("test accuracy")
 
 
+def test_takes_the_config_files_the_tool_writes(space, tmp_path, capsys):
+    """A trial's MLflow config.yaml and best_config.yaml (the tracker's writer, a resolved
+    settings tree) and `search sample --params` are read as settings; one `search sample`
+    document trains."""
+    from search.commands.train import load_config_file
+    from search.tracking.tracker import _yaml
+    from trainers import resolve_config
+
+    tree = resolve_config({"data": {"dataset": "digits", "batch_size": 64},
+                           "model": {"name": "mlp", "width": 16, "depth": 1}})
+    for name in ("config.yaml", "best_config.yaml"):
+        (tmp_path / name).write_text(_yaml(tree))
+        assert load_config_file(str(tmp_path / name), {}) == tree
+    assert main(["sample", str(space), "-n", "1", "--seed", "0", "--params"]) == 0
+    (tmp_path / "params.yaml").write_text(capsys.readouterr().out)
+    lr = load_config_file(str(tmp_path / "params.yaml"), {})["optimizer"]["lr"]
+    assert 1e-3 <= lr <= 1e-1
+    assert main(["sample", str(space), "-n", "1", "--seed", "0"]) == 0
+    (tmp_path / "sample.yaml").write_text(capsys.readouterr().out)
+    assert main(["train", "--config", str(tmp_path / "sample.yaml"), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("epoch   1/1")
+    assert "test accuracy" in out[1]
+    assert main(["sample", str(space), "-n", "2"]) == 0
+    (tmp_path / "two.yaml").write_text(capsys.readouterr().out)
+    assert main(["train", "--config", str(tmp_path / "two.yaml")]) == 2
+    assert "holds 2 YAML documents" in capsys.readouterr().err
+    assert main(["train", "--config", str(space)]) == 2
+    assert "is a space file; train it with `search train" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--set", "optimizer.lrr=0.1"], "optimizer.lrr: unknown optimizer option, got 'lrr' "
                                      "(did you mean 'lr'?)"),
@@ -65,9 +96,9 @@ def test_config_file_mistakes(tmp_path, capsys):
     assert main(["train"]) == 2
     assert "either a space file or --config" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text("data: {dataset: digits}\n")
+    bad.write_text("dataa: {dataset: digits}\n")
     assert main(["train", "--config", str(bad)]) == 2
-    assert "expected a mapping with a `config:` key" in capsys.readouterr().err
+    assert "expected the settings groups (data, model," in capsys.readouterr().err
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("config:\n  train: {epochz: 1}\n")
     assert main(["train", "--config", str(wrong)]) == 2

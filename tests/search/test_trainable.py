@@ -32,3 +32,32 @@ def test_a_fit_function_says_whether_it_trains_a_model():
 
     assert trains_model("search.testing:known_work_fit") is False  # the stages are skipped
     assert trains_model("trainers:fit") is True  # any other function: it does
+def test_a_kfold_trial_says_how_many_folds_ran_and_each_folds_score():
+    """From a real 2-fold fit to the study's trial (as the searcher tells it), the run summary,
+    `search status` and the MLflow metrics of the trial."""
+    import optuna
+
+    from search.plan import Objective
+    from search.searcher import conclude
+    from search.summary import run_summary, status_text
+    from search.tracking.runs import metrics_of
+    from search.trainable import final_fields
+
+    torch.set_num_threads(1)
+    cfg = {"data": {"dataset": "digits", "kfold": 2}, "augment": {"shift": 0},
+           "model": {"name": "mlp", "width": 8, "depth": 1}, "scheduler": {"name": "none"},
+           "train": {"epochs": 1, "threads": 1, "device": "cpu"}}
+    result = fit(cfg)
+    objectives = (Objective("val_accuracy", "maximize"),)
+    final = final_fields(result, objectives, "")
+    scores = [f.best_val_accuracy for f in result.folds]
+    assert final["folds"] == 2 and final["fold_val_accuracy"] == scores
+    assert metrics_of(final)["fold2_val_accuracy"] == scores[1]  # an MLflow metric
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("run_id", "r")
+    conclude(study, trial.number, objectives, {**final, "trial_finished": True})
+    line = (f"trial #0: 2 folds ran; val_accuracy per fold {scores[0]:.4g}, {scores[1]:.4g} "
+            f"(mean {sum(scores) / 2:.4g})")
+    assert line in run_summary(study, "r", objectives).splitlines()
+    assert line in status_text(study, objectives, []).splitlines()
