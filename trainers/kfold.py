@@ -66,4 +66,5 @@ def fit_kfold(cfg: dict, device: torch.device, *, folds=None, report: Report | N
         best_val_accuracy=sum(r.best_val_accuracy for r in results) / k,
         test_accuracy=sum(r.test_accuracy for r in results) / k,
         num_params=results[0].num_params, stopped_early=any(r.stopped_early for r in results),
-        checkpoint=best_fold.checkpoint, notes=results[0].notes, folds=results)
+        checkpoint=best_fold.checkpoint, notes=results[0].notes, folds=results,
+        device=results[-1].device)
