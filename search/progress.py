@@ -14,7 +14,7 @@ from typing import Any, Callable, TextIO
 from ray.tune import Callback, Stopper
 
 from search.plan import Objective
-from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, error_reason
+from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, OOM_KEY, error_reason
 
 
 def outcome(trial, ended: bool = False) -> str:
@@ -112,7 +112,8 @@ class Progress(Callback):
             if result.get("test_accuracy") is not None:
                 detail += f" test_accuracy={result['test_accuracy']:.4f}"
         else:
-            detail = f"stopped at epoch {result.get('training_iteration', 0)}"
+            detail = result.get(OOM_KEY) or \
+                f"stopped at epoch {result.get('training_iteration', 0)}"
         text = f"[{clock(time.monotonic() - self.start)}] trial {self.name(trial)} {state} " \
                f"{detail}".rstrip()
         if self.is_live:
