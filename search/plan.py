@@ -102,16 +102,33 @@ def resources_of(space: Any) -> Resources:
     if cpu <= 0 and gpu <= 0:
         raise UserError(f"resources: a trial needs cpu > 0 or gpu > 0, got cpu={cpu:g}, "
                         f"gpu={gpu:g}")
-    if gpu > 1 and gpu != int(gpu):
-        raise UserError(f"resources.gpu: above 1 a trial takes whole GPUs, got {gpu:g}; "
-                        "use a fraction such as 0.25 to share one GPU, or 1, 2, ...")
+    if gpu > 1:  # fit trains on one device: a second GPU would be reserved and left idle
+        raise UserError(f"resources.gpu: a trial trains on one GPU, got {gpu:g}; use gpu: 1 "
+                        "(trials then run side by side, one per GPU) or a fraction such as "
+                        "0.25 to share one")
     return Resources(cpu, gpu, None if mc is None else int(mc))
 
 
-def concurrency(res: Resources, cluster: Mapping[str, float]) -> int:
+def node_slots(res: Resources, node: Mapping[str, float], gpu: float | None = None) -> int:
+    """How many trials of `res` (with a GPU share of `gpu` instead, when given) fit on one node:
+    a trial's bundle is placed on one node, never split across two."""
+    share = res.gpu if gpu is None else gpu
+    fits = [int(float(node.get("CPU", 0)) // res.cpu + 1e-9)] if res.cpu > 0 else []
+    if share > 0:
+        fits.append(int(float(node.get("GPU", 0)) // share + 1e-9))
+    return min(fits)
+
+
+def _describe(nodes: list[Mapping[str, float]]) -> str:
+    return ", ".join(f"{float(n.get('CPU', 0)):g} CPU/{float(n.get('GPU', 0)):g} GPU"
+                     for n in nodes)
+
+
+def concurrency(res: Resources, cluster: Mapping[str, float],
+                nodes: list[Mapping[str, float]] | None = None) -> int:
     """How many trials can run at once: the space's max_concurrent, capped by what the cluster
-    holds. A request the cluster can never satisfy is the user's mistake, said before Ray hangs
-    waiting for it."""
+    holds (node by node when `nodes`, the resources of each alive node, are given). A request
+    the cluster can never satisfy is the user's mistake, said before Ray waits for it forever."""
     cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     if res.cpu > cpus:
         raise UserError(f"resources.cpu: each trial asks for {res.cpu:g} CPUs but the Ray "
@@ -119,11 +136,38 @@ def concurrency(res: Resources, cluster: Mapping[str, float]) -> int:
     if res.gpu > gpus:
         raise UserError(f"resources.gpu: each trial asks for {res.gpu:g} GPUs but the Ray "
                         f"cluster has {gpus:g}; set resources.gpu: 0 to train on the CPU")
-    fits = [int(cpus // res.cpu + 1e-9)] if res.cpu > 0 else []
-    if res.gpu > 0:
-        fits.append(int(gpus // res.gpu + 1e-9))
-    slots = max(1, min(fits))
+    if nodes:
+        slots = sum(node_slots(res, n) for n in nodes)
+        if slots == 0:
+            raise UserError(f"resources: each trial asks for {res.cpu:g} CPUs and {res.gpu:g} "
+                            "GPUs on one node, but no node of the Ray cluster has that much "
+                            f"(nodes: {_describe(nodes)}); lower resources.cpu or .gpu")
+    else:
+        slots = node_slots(res, cluster)
+    slots = max(1, slots)
     return max(1, min(slots, res.max_concurrent)) if res.max_concurrent else slots
+
+
+def spread(res: Resources, nodes: list[Mapping[str, float]], running: int) -> Resources:
+    """The trial's resources with its GPU share widened so that `running` trials give every GPU
+    work before any GPU is shared (spread, then pack).
+
+    Ray places a fractional GPU request best-fit: four 0.25-GPU trials on four GPUs all land on
+    GPU 0. A share of 1/k leaves room for k trials per GPU, so asking for the largest share
+    that still lets `running` trials run at once (k the fewest trials per GPU that hold them,
+    node by node) gives each trial a GPU of its own while there are enough, and packs them
+    evenly after that (k per GPU). The user's `gpu` stays the smallest share (the most trials
+    a GPU may hold); the share a trial gets is also its cap of the GPU's memory."""
+    if not 0 < res.gpu < 1 or not nodes or running < 1:
+        return res
+    whole = sum(int(float(n.get("GPU", 0)) + 1e-9) for n in nodes)
+    if whole == 0:
+        return res
+    for k in range(max(1, math.ceil(running / whole)), int(1 / res.gpu + 1e-9) + 1):
+        share = math.floor(1e4 / k) / 1e4  # Ray counts resources in 1e-4 units
+        if share > res.gpu and sum(node_slots(res, n, share) for n in nodes) >= running:
+            return Resources(res.cpu, share, res.max_concurrent)
+    return res
 
 
 def epochs_cap(config: dict, budget: Budget) -> dict:

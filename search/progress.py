@@ -14,7 +14,7 @@ from typing import Any, Callable, TextIO
 from ray.tune import Callback, Stopper
 
 from search.plan import Objective
-from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, error_reason
+from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, OOM_KEY, error_reason
 
 
 def outcome(trial, ended: bool = False) -> str:
@@ -115,7 +115,8 @@ class Progress(Callback):
                 detail += f" ({result.get('folds')} folds: " + ", ".join(
                     f"{v:.4f}" for v in result["fold_val_accuracy"]) + ")"
         else:
-            detail = f"stopped at epoch {result.get('training_iteration', 0)}"
+            detail = result.get(OOM_KEY) or \
+                f"stopped at epoch {result.get('training_iteration', 0)}"
         text = f"[{clock(time.monotonic() - self.start)}] trial {self.name(trial)} {state} " \
                f"{detail}".rstrip()
         if self.is_live:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from search import preflight
+from search import gpus, preflight
 from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
@@ -114,7 +114,10 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     (exp_dir / "space.yaml").write_text(space.to_yaml())
 
     with ray_session(options.address, options.cpus) as cluster:
-        slots = concurrency(plan.resources, cluster)
+        nodes = gpus.node_resources()  # a trial must fit one node; GPUs spread, then pack
+        slots = concurrency(plan.resources, cluster, nodes)
+        plan = gpus.placed(plan, nodes, min(slots, plan.budget.trials))
+        gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
         max_t = max_epochs(space, plan.budget)
         started = started_at_once(space, max_t, slots,
                                   capped=plan.resources.max_concurrent is not None)

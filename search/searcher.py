@@ -9,7 +9,10 @@ searcher uses Optuna's ask/tell with the space's define-by-run function and tell
   result carries `trial_finished`);
 - PRUNED, keeping the intermediate values reported every epoch, when a scheduler (or the time
   budget, or the target) stopped it; Optuna then ranks it by its last intermediate value;
-- FAIL with the user attribute `fail_reason` when it failed.
+- FAIL with the user attribute `fail_reason` when it failed;
+- PRUNED with the user attribute `out_of_memory` (the reason) when it ran out of memory: TPE
+  ranks a pruned trial without epochs below every trial that reported one, so the sampler
+  moves away from configurations that do not fit (a FAIL would be ignored by every sampler).
 
 The Tune trial id ↔ Optuna number mapping lives in the study (user attrs `tune_trial_id`,
 `run_id`), so a restored searcher rebuilds it from the database, not from memory.
@@ -30,8 +33,9 @@ FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended b
 FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
 FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
 NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
+OOM_KEY = "out_of_memory"         # in a trial's last result when it ran out of memory
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
-            studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy")
+            studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb")
 
 
 def trial_dirname(trial) -> str:
@@ -66,6 +70,10 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
     trial = studies.live(study, number)
     if result.get(NODE_KEY):
         trial.set_user_attr(NODE_KEY, result[NODE_KEY])
+    if result.get(OOM_KEY):
+        trial.set_user_attr(OOM_KEY, str(result[OOM_KEY])[:1000])
+        study.tell(number, state=TrialState.PRUNED)
+        return "PRUNED"
     if result.get(FINISHED_KEY):
         values = [result.get(FINAL_PREFIX + o.metric) for o in objectives]
         bad = [(o.metric, v) for o, v in zip(objectives, values)

@@ -6,10 +6,11 @@ time and its accuracy is a known function of the learning rate, optimiser and wi
 can tell a good sampler from a bad one and benchmarks can compare wall time with the ideal.
 Use it with `search run --fit search.testing:known_work_fit`; an epoch lasts
 `$SEARCH_KNOWN_WORK_SECONDS` seconds (default 0.2) unless the config's `toy.epoch_seconds` says;
-with `$SEARCH_KNOWN_WORK_LOG` (or `toy.log`) each call appends a line (lr, start epoch, time).
-With `$SEARCH_KNOWN_WORK_MEET=N:DIR` and DIR present, each call signs in to DIR and waits (up to
-2 minutes) until N calls have: trials overlap for sure, e.g. to see them on every node of a
-cluster however long Ray takes to start a trial's actor.
+with `$SEARCH_KNOWN_WORK_LOG` (or `toy.log`) each call appends a line (lr, start epoch, time,
+the GPUs it was given). With `$SEARCH_KNOWN_WORK_MEET=N:DIR` (or `toy.meet`) and DIR present,
+each call signs in to DIR and waits (up to 2 minutes) until N calls have: trials overlap for
+sure, e.g. to see them on every node of a cluster however long Ray takes to start a trial's
+actor. `toy.oom_if_lr_above` raises torch's OutOfMemoryError, as a GPU trial that does not fit.
 
 `ToySpace` is a hand-made object with the interface of `spaces.Space` over a three- or
 four-parameter space (conditional momentum for sgd), so the search package is testable on its
@@ -81,8 +82,14 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
     if log:  # one line per call: tests count (re)starts, benchmarks time the first one
         with open(log, "a") as f:
             f.write(json.dumps({"lr": lr, "start": start, "pid": os.getpid(),
-                                "t": time.time()}) + "\n")
-    _meet(os.environ.get(ENV_MEET))
+                                "t": time.time(),
+                                "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+    _meet(toy.get("meet") or os.environ.get(ENV_MEET))
+    if toy.get("oom_if_lr_above") is not None and lr > toy["oom_if_lr_above"]:
+        import torch
+
+        raise torch.OutOfMemoryError(f"CUDA out of memory (toy rule lr <= "
+                                     f"{toy['oom_if_lr_above']}, got {lr:g})")
     stopped = False
     for epoch in range(start + 1, epochs + 1):
         time.sleep(seconds)
@@ -159,6 +166,7 @@ class ToySpace:
     pruner: dict = field(default_factory=dict)
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0, "max_concurrent": None})
     tracking: dict = field(default_factory=lambda: {"enabled": False})
+    train: dict = field(default_factory=dict)  # more train settings, e.g. {"device": "cpu"}
 
     def __post_init__(self) -> None:
         self.budget = {"trials": self.trials, "max_epochs": None, "time_limit": None,
@@ -215,7 +223,8 @@ class ToySpace:
     def config_from_params(self, params: dict) -> dict:
         config: dict[str, dict] = {"optimizer": {"name": "adamw", "lr": 1e-2},
                                    "model": {"name": "toy", "width": 32},
-                                   "train": {"epochs": self.epochs, "seed": self.seed},
+                                   "train": {"epochs": self.epochs, "seed": self.seed,
+                                             **self.train},
                                    "toy": dict(self.toy)}
         for key, value in params.items():
             group, option = key.split(".", 1)

@@ -6,9 +6,13 @@ checkpoint of fit's last.pt/best.pt, so schedulers that pause (HyperBand, PBT) a
 can continue a trial. The final epoch's report is held back and sent together with the end of
 the trial (test accuracy, size, `trial_finished`, the objective at the selected epoch): a
 scheduler that stops every trial at max_t would otherwise stop it one report before it could
-say it finished. Known failures (the user's mistakes, a diverged loss, CUDA out of memory) end
-the trial with a `fail_reason` result and no retry; anything else is raised, so Tune retries it
-(`--retries`) and the searcher marks it FAIL with the line left in `fail_reason.txt`.
+say it finished. Known failures (the user's mistakes, a diverged loss, a GPU torch cannot use)
+end the trial with a `fail_reason` result and no retry; running out of memory ends it with an
+`out_of_memory` result, which the searcher tells the study as PRUNED so that the sampler learns
+the configuration is too big (search/README.md, "GPUs"); anything else is raised, so Tune
+retries it (`--retries`) and the searcher marks it FAIL with the line left in
+`fail_reason.txt`. A GPU trial caps its memory at its share of the GPU and gives its cached
+memory back when it ends (search/gpus.py), and reports the device it trained on.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from search import study as studies
+from search import gpus
 from search.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
 from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY
 from search.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
@@ -53,12 +58,17 @@ def known_failure(err: BaseException) -> bool:
     from search.errors import UserError
     from trainers.errors import DivergedError
 
-    if isinstance(err, (UserError, DivergedError, FloatingPointError)):
-        return True
+    kinds = (UserError, DivergedError, FloatingPointError)
+    return isinstance(err, kinds) or out_of_memory(err)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """CUDA (or host) out of memory: the configuration does not fit its share of the device."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):
         return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    return isinstance(err, (RuntimeError, MemoryError)) and (
+        isinstance(err, MemoryError) or "out of memory" in str(err).lower())
 
 
 def selected_value(result: Any, metric: str) -> float | None:
@@ -182,11 +192,15 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),
                                   plan.budget)
             reporter.epochs = int(settings.get("train", {}).get("epochs", 1))
+            gpus.trial_setup(plan, settings)
             result = fit(settings, **fit_keywords(fit, dict(
                 report=reporter, checkpoint_dir=str(work), resume_from=_restore(work),
                 cpus=plan.resources.threads)))
             result = fit_result(result, reporter.history)
         except Exception as err:
+            if out_of_memory(err):
+                reporter.finish({gpus.OOM_KEY: f"out of memory: {one_line(err)}"})
+                return
             if known_failure(err):
                 reporter.finish({FAIL_KEY: one_line(err)})
                 return
@@ -195,7 +209,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
             raise
         if reporter.last is None:  # resumed after its last epoch (PBT, a retry): no epoch ran
             reporter.last = last_epoch_report(getattr(result, "history", None))
-        final = final_fields(result, plan.objectives, str(trial_dir))
+        final = {**final_fields(result, plan.objectives, str(trial_dir)),
+                 **gpus.device_fields(result)}
         if any(o.metric == "latency_ms" for o in plan.objectives):
             from search.latency import latency_ms
 
@@ -208,6 +223,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         reporter.finish(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        gpus.trial_cleanup()
 
 
 def _restore(work: Path) -> str | None:

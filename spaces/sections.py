@@ -95,11 +95,12 @@ PRUNER = Section("pruner", {
 }, selector="name", applies=caps.options_of(caps.PRUNERS),
     defaults={name: dict(c.options) for name, c in caps.PRUNERS.items()})
 
-GPU = Check("in [0, inf) and a whole number when above 1",
-            lambda v: v >= 0 and (v <= 1 or float(v).is_integer()))
+# A trial trains on one GPU: no data parallelism inside a trial (search/README.md, "GPUs").
+GPU = Check("in [0, 1] (a trial trains on one GPU; a fraction shares one)",
+            lambda v: 0 <= v <= 1)
 RESOURCES = Section("resources", {
     "cpu": O("float", 1.0, "CPUs per trial", POSITIVE),
-    "gpu": O("float", 0.0, "GPUs per trial (fractions share a GPU)", GPU),
+    "gpu": O("float", 0.0, "GPUs per trial: 1, or a fraction to share one", GPU),
     "max_concurrent": O("int", None, "trials at once; null = as many as fit", POS_INT,
                         nullable=True),
 })

@@ -106,6 +106,13 @@ def num_batches(split: Split, batch_size: int, *, drop_last: bool = False) -> in
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
+def to_device(x: Tensor, target: torch.device) -> Tensor:
+    """`x` on `target`. Only a copy to a GPU may be asynchronous: the stream orders it before
+    the kernels that read it. A copy from a GPU to the host must block, or the host could read
+    the buffer before the copy has filled it."""
+    return x.to(target, non_blocking=target.type == "cuda" and x.device.type == "cpu")
+
+
 def _order(n: int, shuffle: bool, generator: torch.Generator | None) -> Tensor | None:
     if not shuffle:
         return None
@@ -148,7 +155,7 @@ def _tensor_batches(split: TensorSplit, batch_size: int, order: Tensor | None, s
             idx = order[start:start + batch_size]
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
         if moving:
-            xb, yb = xb.to(target, non_blocking=True), yb.to(target, non_blocking=True)
+            xb, yb = to_device(xb, target), to_device(yb, target)
         yield xb, yb
 
 
@@ -162,5 +169,5 @@ def _loader_batches(split: DatasetSplit, batch_size: int, order: Tensor | None, 
     for xb, yb in loader:
         yb = yb.long()
         if target.type != "cpu":
-            xb, yb = xb.to(target, non_blocking=True), yb.to(target, non_blocking=True)
+            xb, yb = to_device(xb, target), to_device(yb, target)
         yield xb, yb

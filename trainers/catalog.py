@@ -306,8 +306,13 @@ TRAIN = Group(
                        POS_INT, nullable=True),
         "ema_decay": O("float", 0.999, "EMA decay per optimiser step", interval(0.0, 1.0,
                        high_open=True)),
-        "device": O("str", "auto", "auto: CUDA when the trial has a GPU, else CPU",
+        "device": O("str", "auto", "auto: CUDA when the trial has a GPU (an error if torch "
+                    "cannot use it), else CPU; cpu: the CPU even when a GPU is given",
                     one_of("auto", "cpu", "cuda"), searchable=False),
+        "channels_last": O("bool", False, "NHWC memory layout for image models (faster "
+                           "convolutions on GPUs with tensor cores)"),
+        "compile": O("bool", False, "torch.compile the training forward (pays a compile "
+                     "time per trial; for long trials)", searchable=False),
         "threads": O("int", None, "torch threads; null = the CPUs the trial was given",
                      POS_INT, nullable=True, searchable=False),
     },

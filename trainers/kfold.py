@@ -71,4 +71,5 @@ def fit_kfold(cfg: dict, device: torch.device, train_run: Callable[..., FitResul
         test_accuracy=sum(r.test_accuracy for r in results) / k,
         num_params=results[0].num_params, stopped_early=any(r.stopped_early for r in results),
         checkpoint=best_fold.checkpoint, notes=results[0].notes, folds=results,
-        split=f"{k}-fold over train+val; test: " + results[0].split.split(";")[0])
+        split=f"{k}-fold over train+val; test: " + results[0].split.split(";")[0],
+        device=results[-1].device)

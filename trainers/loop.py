@@ -30,6 +30,7 @@ from .averaging import WeightAverager
 from .batches import iterate_batches, num_batches
 from .catalog import GROUPS
 from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .devices import check_gpu, bf16_supported, facts, prepare
 from .errors import DivergedError, TrainerError
 from .losses import ClassificationTask, Task, penalized_weights, penalty, temperature_at
 from .optim import create_optimizer
@@ -52,11 +53,14 @@ def resolve_config(config: dict) -> dict:
 
 def select_device(requested: str, cuda_available: bool | None = None) -> torch.device:
     """auto: CUDA when this process sees a GPU (a CPU-only trial must be started with no GPU
-    visible, e.g. CUDA_VISIBLE_DEVICES=""), else the CPU."""
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
+    visible, e.g. CUDA_VISIBLE_DEVICES=""), else the CPU. A GPU named in CUDA_VISIBLE_DEVICES
+    that torch cannot use is an error (devices.gpu_problem), never a silent CPU run; only an
+    explicit `cpu` trains on the CPU regardless."""
     if requested == "cpu":
         return torch.device("cpu")
+    if cuda_available is None:
+        check_gpu()
+        cuda_available = torch.cuda.is_available()
     if requested == "cuda" and not cuda_available:
         raise TrainerError("train.device: cuda was requested but no CUDA device is visible to "
                            "this process; use auto or cpu")
@@ -139,6 +143,7 @@ def fit(config: dict, *, report: Report | None = None, checkpoint_dir: str | Non
     # Ray sets OMP_NUM_THREADS=1 in its workers: set the threads explicitly on every call.
     torch.set_num_threads(int(cfg["train"]["threads"] or cpus or os.cpu_count() or 1))
     device = select_device(cfg["train"]["device"])
+    prepare(device)
     if cfg["data"]["kfold"] > 1:
         from .kfold import fit_kfold
         return fit_kfold(cfg, device, train_run, folds=data, report=report,
@@ -177,7 +182,19 @@ class _Run:
         self.epochs, self.accum, self.clip = tr["epochs"], tr["grad_accum"], \
             cfg["regularization"]["grad_clip"]
         self.task = (task or ClassificationTask.from_config(cfg)).to(device)
+        if tr["precision"] == "bf16" and not bf16_supported(device):
+            raise TrainerError(f"train.precision: bf16 needs a GPU that supports it (Ampere or "
+                               f"later), {torch.cuda.get_device_name(device)} does not; use "
+                               "fp16 or fp32")
         self.precision = precision_plan(tr["precision"], device)
+        if tr["channels_last"]:
+            ndim = getattr(getattr(data.train, "x", None), "ndim", 4)
+            if ndim != 4:
+                raise TrainerError("train.channels_last: needs images (N×C×H×W data), got "
+                                   f"{ndim}-D inputs; set it to false")
+            model.to(memory_format=torch.channels_last)
+        # The training forward may be compiled; checkpoints and evaluation use the module.
+        self.forward = torch.compile(model) if tr["compile"] else model
         self.notes: list[str] = []
         if tr["grad_checkpointing"]:
             if not hasattr(model, "set_grad_checkpointing"):
@@ -301,8 +318,10 @@ class _Run:
             lr = self.schedule.lr
             temperature = temperature_at(tr["temperature"], tr["temperature_schedule"], lr,
                                          self.schedule.lr_max)
+            if tr["channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, self.precision.autocast):
-                out = self.task(model, x, targets, temperature=temperature)
+                out = self.task(self.forward, x, targets, temperature=temperature)
             loss = out["loss"]
             extra = penalty(self.weights, self.cfg["regularization"]["l1"],
                             self.cfg["regularization"]["l2"])
@@ -358,5 +377,5 @@ class _Run:
                          best_val_accuracy=self.best["val_accuracy"], test_accuracy=test_accuracy,
                          num_params=count_parameters(self.model),
                          stopped_early=stopped, notes=self.notes,
-                         split=getattr(self.data, "split", ""),
+                         split=getattr(self.data, "split", ""), device=facts(self.device),
                          checkpoint=str(best_pt) if best_pt and best_pt.exists() else None)

@@ -85,4 +85,16 @@ def create_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     groups = param_groups(model, kwargs.pop("weight_decay"))
     if not groups:
         raise TrainerError("model: it has no trainable parameters to optimise")
+    if fused_available(info, model):
+        kwargs["fused"] = True
     return info.opt_class(groups, **kwargs)
+
+
+FUSED = ("sgd", "adam", "adamw")  # torch's fused CUDA kernels: one launch per step, not per tensor
+
+
+def fused_available(info: OptimInfo, model: nn.Module) -> bool:
+    """Whether the optimiser has a fused CUDA implementation and every parameter is on a GPU."""
+    params = list(model.parameters())
+    return info.name in FUSED and bool(params) and all(
+        p.is_cuda and p.is_floating_point() for p in params)

@@ -19,4 +19,5 @@ class FitResult:
     checkpoint: str | None
     notes: list[str] = field(default_factory=list)
     folds: list["FitResult"] = field(default_factory=list)  # data.kfold > 1: one per fold
+    device: dict = field(default_factory=dict)  # devices.facts: name, peak GPU memory
     split: str = ""  # where the splits came from: "official test set, validation carved 10% ..."

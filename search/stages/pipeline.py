@@ -16,6 +16,7 @@ from search.errors import UserError
 from search.plan import field_of
 
 from .files import MODEL_FILE, PIPELINE_FILE, RESULT_FILE, plain, read_json, write_result
+from .placement import in_task, stage_resources, train_stage
 from .source import Source, enabled_stages, find_source, pick_run
 from .table import REPEATS, THREADS, Outcome, Row, stage_table
 
@@ -68,7 +69,14 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     cpus = cpus or (info.get("options") or {}).get("cpus")
     distill = {"storage_url": url, "name": distill_study, "seed": field_of(space, "seed")}
     runner = _Pipeline(folder, source, stages, log, cpus, stream or sys.stdout, distill)
-    return runner.run(Outcome(run_folder.name, folder, source))
+    address = (info.get("options") or {}).get("address")
+    runner.resources = stage_resources(space, address)
+    if runner.resources is None:
+        return runner.run(Outcome(run_folder.name, folder, source))
+    from search.cluster import ray_session
+
+    with ray_session(address, cpus):  # training stages run as tasks where the GPUs are
+        return runner.run(Outcome(run_folder.name, folder, source))
 
 
 class _Pipeline:
@@ -78,6 +86,7 @@ class _Pipeline:
         self.cpus, self.stream, self.distill = cpus, stream, distill
         self._data: dict[str, Any] = {}
         self.state = self._load_state()
+        self.resources = None  # a plan.Resources: training stages run as Ray tasks with it
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -208,11 +217,18 @@ class _Pipeline:
         partial = self.folder / (name + ".partial")
         started = time.monotonic()
         try:
-            given = None if stage.get("data") else self.data_for(previous.config)
             searched = None
-            if stage["stage"] == "distill" and stage.get("trials", 0) > 0:
+            search_distill = stage["stage"] == "distill" and stage.get("trials", 0) > 0
+            if self.resources is not None and not search_distill:
+                sm, reports = in_task(self.resources, train_stage, stage, previous,
+                                      self.resources.threads)
+                for metrics in reports:
+                    report(metrics)
+            elif search_distill:
+                given = None if stage.get("data") else self.data_for(previous.config)
                 sm, searched = self._distill_search(index, stage, previous, given, run_name)
             else:
+                given = None if stage.get("data") else self.data_for(previous.config)
                 sm = run_stage(stage, previous, data=given, cpus=self.cpus, report=report)
             seconds = time.monotonic() - started
             figures = self.measure(sm)

@@ -24,11 +24,13 @@ COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAILED"
 TAG_STATE, TAG_REASON = "search.state", "search.reason"
 TAG_SCORE, TAG_CKPT, TAG_CKPT_DIR = "search.score", "search.checkpoint", "search.checkpoint_dir"
 TAG_NUMBER, TAG_TUNE_ID = "optuna.trial_number", "tune.trial_id"
+TAG_DEVICE = "search.device"
 RUN_ID_ATTR = studies.MLFLOW_RUN_ID  # Optuna user attribute pointing at the child run
 # Result keys of search/trainable.py: the last result of a trial that ended by itself carries
 # FINISHED_KEY, one that failed in a known way FAIL_KEY, and the objective at the selected
 # epoch is FINAL_PREFIX + metric.
 FINISHED_KEY, FAIL_KEY, FINAL_PREFIX = "trial_finished", "fail_reason", "final_"
+OOM_KEY, DEVICE_KEY = "out_of_memory", "device"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class TrialRecord:
     stopped: bool = False  # the scheduler (or a stopper) ended it
     finished: bool = False  # its last result says it ended by itself
     fail: str | None = None  # its last result says it failed (and why)
+    out_of_memory: str | None = None  # its last result says it ran out of memory (and how)
     state: str | None = None
     reason: str = ""
     checkpoint: str | None = None  # local folder of the trial's last checkpoint
@@ -153,6 +156,10 @@ class SearchTracker:
         rec.last_step, rec.stopped = max(rec.last_step, step), stopping
         rec.finished = rec.finished or bool(result.get(FINISHED_KEY))
         rec.fail = result.get(FAIL_KEY) or rec.fail
+        rec.out_of_memory = result.get(OOM_KEY) or rec.out_of_memory
+        if isinstance(result.get(DEVICE_KEY), str):  # the device it trained on, searchable
+            self.writer.write({"op": "batch", "key": rec.key,
+                               "tags": tags_of({TAG_DEVICE: result[DEVICE_KEY]})})
         rec.final.update(metrics)
         value = metrics.get(self.metric)
         if value is not None and not math.isnan(value) and (
@@ -176,7 +183,9 @@ class SearchTracker:
         if told == "FAIL" or (told is None and rec.fail):
             return self.trial_failed(tune_id, rec.fail or "")
         of = f" of {rec.budget}" if rec.budget else ""
-        if told == "PRUNED" or (told is None and rec.stopped and not rec.finished and (
+        if rec.out_of_memory:  # the searcher tells it PRUNED: the sampler avoids its kind
+            rec.state, rec.reason = PRUNED, rec.out_of_memory
+        elif told == "PRUNED" or (told is None and rec.stopped and not rec.finished and (
                 rec.budget is None or rec.last_step < rec.budget)):
             rec.state, rec.reason = PRUNED, f"stopped by the scheduler after epoch " \
                                             f"{rec.last_step}{of}"

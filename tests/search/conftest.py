@@ -27,7 +27,8 @@ def ray_cluster():
     quiet_environment()
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # Four fake GPUs (Ray sets CUDA_VISIBLE_DEVICES; torch sees none): placement tests.
+        ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", object_store_memory=200 * 1024 ** 2)
     yield ray.cluster_resources()
     if started:

@@ -58,6 +58,8 @@ def test_concurrency_fits_the_cluster_and_max_concurrent():
         concurrency(Resources(4, 0, None), {"CPU": 2})
 
 
-def test_whole_gpus_above_one():
-    with pytest.raises(UserError, match="whole GPUs"):
-        resources_of({"resources": {"cpu": 1, "gpu": 1.5}})
+def test_more_than_one_gpu_per_trial_is_refused():
+    for gpu in (1.5, 2):
+        with pytest.raises(UserError, match=f"resources.gpu: a trial trains on one GPU, got "
+                                            f"{gpu:g}; use gpu: 1"):
+            resources_of({"resources": {"cpu": 1, "gpu": gpu}})

@@ -115,8 +115,10 @@ def test_pruners():
 
 
 def test_resources_and_tracking():
-    assert load("resources: {cpu: 0.5, gpu: 2, max_concurrent: 3}").resources == {
-        "cpu": 0.5, "gpu": 2.0, "max_concurrent": 3}
+    assert load("resources: {cpu: 0.5, gpu: 1, max_concurrent: 3}").resources == {
+        "cpu": 0.5, "gpu": 1.0, "max_concurrent": 3}
+    assert "resources.gpu: must be in [0, 1] (a trial trains on one GPU" in str(
+        error_of("resources: {gpu: 2}"))
     assert load("resources: {gpu: 0.25}").resources["gpu"] == 0.25
     assert "resources.cpu: must be in (0, inf]" in str(error_of("resources: {cpu: 0}"))
     assert "resources.gpu" in str(error_of("resources: {gpu: -1}"))

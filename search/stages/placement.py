@@ -1,0 +1,58 @@
+"""Where a stage trains: as a Ray task with a trial's resources, on a node that has them.
+
+On a cluster the driver is often the CPU-only head: a distillation of a ResNet there would take
+hours on its CPUs while the GPU nodes idle. So a training stage runs as one Ray task with the
+space's per-trial request (`resources.cpu`, `resources.gpu`) whenever the space asks for a GPU
+or the search joined a cluster; a local CPU-only run trains in this process, which has the same
+CPUs. The task loads its own data on its node and sends back the model (on the CPU, as every
+StageModel is) and the per-epoch metrics, which the pipeline then reports.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from search.plan import Resources, resources_of
+
+
+def stage_resources(space: Any, address: str | None) -> Resources | None:
+    """The per-trial request a stage's task gets; None: train in this process."""
+    res = resources_of(space)
+    if res.gpu > 0 or address or os.environ.get("RAY_ADDRESS"):
+        return res
+    return None
+
+
+def _call(fn: Callable, args: tuple, kwargs: dict) -> dict:
+    """The task's body: the value, or the exception to raise again in the driver (Ray's own
+    wrapper would turn a user's one-line mistake into a remote traceback)."""
+    try:
+        return {"value": fn(*args, **kwargs)}
+    except Exception as err:  # noqa: BLE001 - handed back whole, raised again by in_task
+        return {"error": err}
+
+
+def in_task(resources: Resources, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` as one Ray task holding `resources` (Ray places it on a node that
+    has them and sets CUDA_VISIBLE_DEVICES there); its value, or its exception raised here."""
+    import ray
+
+    task = ray.remote(_call).options(num_cpus=resources.cpu, num_gpus=resources.gpu or 0,
+                                     max_retries=0)
+    answer = ray.get(task.remote(fn, args, kwargs))
+    if "error" in answer:
+        raise answer["error"]
+    return answer["value"]
+
+
+def train_stage(stage: dict, previous: Any, threads: int) -> tuple[Any, list[dict]]:
+    """In the task: the stage on `previous`, loading its data here; (model, epoch metrics)."""
+    from search.gpus import trial_cleanup
+    from trainers.stages import run_stage
+
+    reports: list[dict] = []
+    try:
+        model = run_stage(stage, previous, data=None, cpus=threads, report=reports.append)
+    finally:
+        trial_cleanup()
+    return model, reports
