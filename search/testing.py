@@ -154,6 +154,14 @@ class ToySpace:
     pruner: dict = field(default_factory=dict)
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0, "max_concurrent": None})
     tracking: dict = field(default_factory=lambda: {"enabled": False})
+    space_format = "toy"  # how a run's record of it is read back (search/runs.py)
+
+    def to_yaml(self) -> str:
+        import dataclasses
+
+        import yaml
+
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
     def __post_init__(self) -> None:
         self.budget = {"trials": self.trials, "max_epochs": None, "time_limit": None,
@@ -204,3 +212,10 @@ class ToySpace:
             group, option = key.split(".", 1)
             config[group][option] = value
         return config
+
+
+def toy_space(text: str, filename: str | None = None) -> ToySpace:
+    """A ToySpace from its `to_yaml()` text."""
+    import yaml
+
+    return ToySpace(**yaml.safe_load(text))
