@@ -154,6 +154,7 @@ class ToySpace:
     pruner: dict = field(default_factory=dict)
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0, "max_concurrent": None})
     tracking: dict = field(default_factory=lambda: {"enabled": False})
+    stages: list = field(default_factory=list)
     space_format = "toy"  # how a run's record of it is read back (search/runs.py)
 
     def to_yaml(self) -> str:
