@@ -5,10 +5,11 @@ raylet, dashboard and runtime-env agents, workers. Ray ends some of them when th
 not all (its agents stay). `watch()` starts a small watchdog in a session of its own (a signal
 to the driver's process group does not reach it) that notes the driver's descendants every
 half second and, once the driver is gone, kills those still alive (the same processes: their
-start time is checked, so a reused pid is left alone) and any process naming the driver's Ray
-session folder, then exits. A driver that ends normally stops the watchdog after `ray.shutdown`.
+start time is checked, so a reused pid is left alone), then exits. A process Ray forks after
+the last look dies with its raylet. A driver that ends normally stops the watchdog after
+`ray.shutdown`.
 
-Run as `python -m search.reaper DRIVER_PID [SESSION_DIR]`.
+Run as `python -m search.reaper DRIVER_PID`.
 """
 from __future__ import annotations
 
@@ -51,19 +52,6 @@ def descendants(root: int) -> dict[int, int]:
     return found
 
 
-def naming(text: str) -> list[int]:
-    """Processes whose command line contains `text` (Ray's session folder)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
 def zombie(pid: int) -> bool:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -72,12 +60,10 @@ def zombie(pid: int) -> bool:
     return text[text.rindex(")") + 2:].split()[0] == "Z"
 
 
-def reap(known: dict[int, int], session_dir: str | None) -> int:
+def reap(known: dict[int, int]) -> int:
     """Kill what is left of a dead driver's Ray; how many processes were killed."""
     victims = {pid for pid, start in known.items()
                if (stat_of(pid) or (0, -1))[1] == start and not zombie(pid)}
-    if session_dir:
-        victims |= {pid for pid in naming(session_dir) if not zombie(pid)}
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -86,7 +72,7 @@ def reap(known: dict[int, int], session_dir: str | None) -> int:
     return len(victims)
 
 
-def main(driver: int, session_dir: str | None = None) -> None:
+def main(driver: int) -> None:
     """Watch `driver` until it dies, then kill what is left of its Ray."""
     start = (stat_of(driver) or (0, -1))[1]
     known: dict[int, int] = {}
@@ -94,17 +80,15 @@ def main(driver: int, session_dir: str | None = None) -> None:
         known.update(descendants(driver))
         known = {pid: s for pid, s in known.items() if (stat_of(pid) or (0, -1))[1] == s}
         time.sleep(POLL)
-    reap(known, session_dir)
-    time.sleep(1.0)  # a process Ray forked in the last moments names the session too
-    reap({}, session_dir)
+    reap(known)
 
 
-def watch(session_dir: str | None = None) -> subprocess.Popen | None:
+def watch() -> subprocess.Popen | None:
     """Start the watchdog of this process (Linux only; elsewhere None)."""
     if not Path("/proc/self/stat").exists():
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "search.reaper", str(os.getpid()), session_dir or ""],
+        [sys.executable, "-m", "search.reaper", str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True)
 
@@ -119,4 +103,4 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None)
+    main(int(sys.argv[1]))
