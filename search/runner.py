@@ -31,8 +31,8 @@ from search.pruners import build_scheduler, holding_note, pruner_info, started_a
 from search.runs import (find_run, new_run_id, output_dir, read_run_file, run_space,
                          write_run_file, write_space)
 from search.samplers import build_sampler
-from search.searcher import (FAIL_KEY, FINISHED_KEY, FIRST_TUNE_ID, RESUME_FROM, StudySearcher,
-                             conclude, trial_dirname)
+from search.searcher import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, FIRST_TUNE_ID, RESUME_FROM,
+                             StudySearcher, conclude, trial_dirname)
 from search.trainable import DEFAULT_FIT, RESULT_FILE, TrialPlan, make_trainable, resolve_fit
 from search.warmstart import continue_study, record_run
 
@@ -227,6 +227,20 @@ def _target_reached(trials: list, plan: TrialPlan) -> bool:
         for t in trials)
 
 
+def _target_in(results, plan: TrialPlan) -> bool:
+    """A trial's final result reached the target (the study may not know it yet: Tune stops
+    the run before the searcher hears of that trial)."""
+    target, first = plan.budget.target, plan.objectives[0]
+    if target is None:
+        return False
+    for r in results:
+        value = (r.metrics or {}).get(FINAL_PREFIX + first.metric)
+        if (r.metrics or {}).get(FINISHED_KEY) and isinstance(value, (int, float)) and (
+                value == target or first.better(value, target)):
+            return True
+    return False
+
+
 def _finish(tuner, study, plan: TrialPlan, run_info: dict, exp_dir: Path) -> Outcome:
     """Fit, then settle the study: nothing of a run that ended may stay RUNNING."""
     from optuna.trial import TrialState
@@ -235,7 +249,7 @@ def _finish(tuner, study, plan: TrialPlan, run_info: dict, exp_dir: Path) -> Out
     results = tuner.fit()
     unfinished = len(results) - results.num_terminated - results.num_errors
     run_trials = studies.of_run(study.get_trials(deepcopy=False), run_info["run_id"])
-    ended_early = _target_reached(run_trials, plan) or (
+    ended_early = _target_reached(run_trials, plan) or _target_in(results, plan) or (
         plan.budget.time_limit is not None
         and time.monotonic() - started >= plan.budget.time_limit) or (
         hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study))
