@@ -5,7 +5,8 @@ until done, then check that no trial was lost or run twice and that MLflow match
 
 Each round is one search (digits, a small MLP, T trials x E epochs, two stages) killed at: the
 moment its run file appears (before Tune's first save), a random moment of the search, and
-inside each stage; plus, with --extra K, K more kills at random delays. tests/search/test_chaos.py
+inside each stage; with --extra K, K more kills at random delays after a resume starts
+(before the stage kills, so they land in Ray's start-up or the search). tests/search/test_chaos.py
 runs one round. Prints one line per round and a total: kills survived, trials lost, duplicated.
 """
 from __future__ import annotations
@@ -97,8 +98,8 @@ def _stage(out: Path) -> str | None:
 def _moments(rng: random.Random, extra: int) -> list[tuple[str, float]]:
     """(where, random delay after reaching it) for each kill of a round, in order."""
     plan = [("run file", rng.uniform(0.0, 0.3)), ("search", rng.uniform(0.0, 2.0))]
+    plan += [("anywhere", rng.uniform(1.0, 8.0)) for _ in range(extra)]  # after a restart
     plan += [(f"stage {name}", rng.uniform(0.0, 1.0)) for name in STAGES]
-    plan += [("anywhere", rng.uniform(1.0, 8.0)) for _ in range(extra)]
     return plan
 
 
