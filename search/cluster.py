@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Iterator
 
+from search import reaper
 from search.errors import UserError
 
 # Set before Ray or Tune read them (ray.init, the Tune controller). A user's own value wins.
@@ -45,7 +46,7 @@ def ray_session(address: str | None = None, cpus: int | None = None,
     import ray
 
     quiet_environment()
-    started = False
+    started, watchdog = False, None
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs: dict = dict(include_dashboard=False, logging_level=logging.ERROR,
@@ -54,9 +55,12 @@ def ray_session(address: str | None = None, cpus: int | None = None,
             kwargs["address"] = address
         else:
             kwargs.update(num_cpus=cpus, num_gpus=gpus, object_store_memory=OBJECT_STORE_BYTES)
+            # a local Ray of ours must not outlive this process, even killed (search/reaper.py)
+            watchdog = reaper.watch()
         try:
             ray.init(**kwargs)
         except (ConnectionError, ValueError, RuntimeError) as err:
+            reaper.stop(watchdog)
             where = f"--address {address}" if address else "local Ray"
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"{where}: cannot start or join Ray ({first}); check the address "
@@ -67,3 +71,4 @@ def ray_session(address: str | None = None, cpus: int | None = None,
     finally:
         if started:
             ray.shutdown()
+        reaper.stop(watchdog)

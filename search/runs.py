@@ -4,14 +4,15 @@
         study.db              the Optuna study (unless --storage / $SEARCH_STORAGE points away)
         run-YYYYmmdd-HHMMSS-xxxxxx/  one Tune experiment per `search run` (xxxxxx: random:
                               drivers sharing a study must not share an id); search_run.json (how
-                              it was started, by which process, whether it ended), space.yaml
-                              and space.pkl (the space, for `search resume` and `search best`)
+                              it was started, by which process, whether it and its stages
+                              ended) and space.yaml (the space, for `search resume`, `search
+                              best` and `search stages`). Text only: nothing in an output folder
+                              is ever unpickled, so a folder from someone else runs no code.
 """
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import secrets
 import socket
 import time
@@ -22,6 +23,10 @@ from search import study as studies
 from search.errors import UserError
 
 RUN_FILE = "search_run.json"
+SPACE_FILE = "space.yaml"
+# How a run's space record is read back, by the `space_format` its run file names: a fixed
+# registry (never a module named by the file itself).
+SPACE_FORMATS = {"space": ("spaces", "load_space"), "toy": ("search.testing", "toy_space")}
 
 
 def output_dir(name: str, output: str | None) -> Path:
@@ -69,18 +74,66 @@ def driver_alive(info: dict) -> bool:
         b"search" in cmdline.read_bytes()
 
 
+def write_space(exp_dir: Path, space: Any) -> str:
+    """Write the run's space record (YAML); its format's name for the run file."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / SPACE_FILE).write_text(space.to_yaml())
+    return getattr(space, "space_format", "space")
+
+
+def read_space(exp_dir: Path, space_format: str | None = "space") -> Any:
+    """The space a run was started with, from its YAML record."""
+    import importlib
+
+    path = exp_dir / SPACE_FILE
+    if not path.is_file():
+        raise UserError(f"{exp_dir}: the run's space record {SPACE_FILE} is missing")
+    if space_format not in SPACE_FORMATS:
+        raise UserError(f"{exp_dir / RUN_FILE}: space_format: unknown format (one of "
+                        f"{', '.join(SPACE_FORMATS)}), got {space_format!r}")
+    module, name = SPACE_FORMATS[space_format]
+    return getattr(importlib.import_module(module), name)(path.read_text(),
+                                                          filename=str(path))
+
+
+def run_space(exp_dir: Path, info: dict | None = None) -> Any:
+    info = read_run_file(exp_dir) if info is None else info
+    return read_space(exp_dir, info.get("space_format", "space"))
+
+
+# Stages of a run (the run file's "stages"): "pending" until `search run`/`resume` runs them
+# after the search, "running" while they run, then "done"; "skipped" when the search ended
+# badly or --no-stages left them to `search stages`; None when the space has none.
+STAGES_LEFT = ("pending", "running")
+
+
+def unfinished(info: dict) -> str | None:
+    """What `search resume` would continue in a run, or None: "search" (the driver died or
+    was stopped before the search ended), "stages" (the search ended, its stages did not), or
+    "alive" (its driver still runs). `search status` and `search resume` both ask this."""
+    state = info.get("state")
+    if state == "running" and driver_alive(info):
+        return "alive"
+    if state != "finished":
+        return "search"
+    if info.get("stages") in STAGES_LEFT:
+        return "alive" if info.get("stages") == "running" and driver_alive(info) else "stages"
+    return None
+
+
 def find_run(output: Path) -> Path:
-    """The run folder to resume: the newest one that did not finish."""
+    """The run folder to resume: the newest one whose search or stages did not finish."""
     runs = runs_of(output)
     if not runs:
         raise UserError(f"resume: no runs in {output}; start one with `search run SPACE.yaml`"
                         " (or give --output)")
     last = runs[-1]
     info = read_run_file(last)
-    if info.get("state") == "finished":
+    left = unfinished(info)
+    if left is None:
         raise UserError(f"resume: the last run {last.name} of {info['space_name']} finished; "
                         "nothing to resume (run `search run` again to add trials)")
-    if info.get("state") == "running" and driver_alive(info):
+    if left == "alive":
         raise UserError(f"resume: run {last.name} is still running (pid {info['pid']}); wait "
                         "for it or stop it first")
     return last
@@ -126,13 +179,13 @@ def locate(target: str, output: str | None = None,
 
 
 def space_of_trial(output: Path, trial) -> Any:
-    """The space a trial was sampled from (its run's copy), to rebuild its config."""
+    """The space a trial was sampled from (its run's record), to rebuild its config."""
     run_id = trial.user_attrs.get(studies.RUN_ID)
-    path = output / str(run_id) / "space.pkl"
-    if not path.is_file():
+    folder = output / str(run_id)
+    if not (folder / RUN_FILE).is_file():
         runs = runs_of(output)
         if not runs:
             raise UserError(f"trial #{trial.number}: its run {run_id} is not in {output}; give "
                             "--output with the folder of the runs")
-        path = runs[-1] / "space.pkl"
-    return pickle.loads(path.read_bytes())
+        folder = runs[-1]
+    return run_space(folder)

@@ -19,8 +19,8 @@ The Tune trial id ↔ Optuna number mapping lives in the study (user attrs `tune
 """
 from __future__ import annotations
 
+import json
 import math
-import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +28,7 @@ from ray.tune.search import Searcher
 
 from search import study as studies
 from search.plan import Objective
+from search.study import FIRST_TUNE_ID, RESUME_FROM  # noqa: F401 - re-exported
 
 FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended by itself
 FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
@@ -95,8 +96,9 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
 class StudySearcher(Searcher):
     """Suggests `{"params": {...}}` from an Optuna study and tells it each trial's end.
 
-    Picklable: Tune pickles the searcher with the Tuner and at every experiment checkpoint;
-    the open study and live Optuna trials are dropped and reopened from `storage_url`.
+    Picklable: Tune pickles the searcher with the Tuner and at every experiment checkpoint
+    (never read back by us: `search resume` starts from the study); the open study and live
+    Optuna trials are dropped and reopened from `storage_url`.
     """
 
     def __init__(self, space: Any, *, storage_url: str, study_name: str, run_id: str,
@@ -156,10 +158,15 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | None:
         study = self.study
         sampler = study.sampler
-        if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
-            return Searcher.FINISHED  # a grid with every point taken
-        trial = self._adopt_orphan()
-        if trial is None:
+        trial = self._adopt_orphan()  # before all else: a killed driver's trials finish first
+        extra = {}
+        if trial is not None:
+            attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
+            if attrs.get(RESUME_FROM):
+                extra[RESUME_FROM] = attrs[RESUME_FROM]
+        else:
+            if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
+                return Searcher.FINISHED  # a grid with every point taken
             # The run's budget is counted in the study, not in Tune's saved counter: after a
             # killed driver, trials Tune never saved still count.
             if len(self._numbers) >= self.max_trials:
@@ -170,7 +177,7 @@ class StudySearcher(Searcher):
         self._numbers[trial_id] = trial.number
         self._steps.setdefault(trial.number, set())
         self._live[trial.number] = trial
-        return {"params": dict(trial.params)}
+        return {"params": dict(trial.params), **extra}
 
     def _ask(self, attempts: int = 20):
         """A new trial whose sampled config the space accepts. A config that breaks one of the
@@ -239,15 +246,16 @@ class StudySearcher(Searcher):
         self._live.pop(number, None)
 
     # -- persistence ---------------------------------------------------------------------------
+    # The state is JSON whatever name Tune gives the file: nothing we write is unpickled.
     def save(self, checkpoint_path: str) -> None:
         state = {"storage_url": self.storage_url, "study_name": self.study_name,
                  "run_id": self.run_id, "experiment_dir": self.experiment_dir}
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+        with open(checkpoint_path, "w") as f:
+            json.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
+        with open(checkpoint_path) as f:
+            state = json.load(f)
         self.storage_url = state["storage_url"]
         self.study_name = state["study_name"]
         self.run_id = state["run_id"]

@@ -33,6 +33,10 @@ FAIL_REASON = "fail_reason"
 # Study user attr: the study that continues this one after a parameter's distribution changed
 # (search/warmstart.py); `<name>`, `<name>@2`, `<name>@3`, ...
 CONTINUED_IN = "search.continued_in"
+# Trial user attrs of a trial a dead driver left RUNNING (search/runner.py `settle`): the
+# checkpoint folder its next Tune trial starts from, and the Tune id it first ran under (its
+# MLflow run's key, so the run continues rather than a second one starting).
+RESUME_FROM, FIRST_TUNE_ID = "resume_from", "first_tune_id"
 
 
 def storage_url(flag: str | None, output: Path) -> str:
@@ -277,3 +281,18 @@ def fail_leftovers(study, run_id: str, reason: str) -> int:
     for t in left:
         fail(study, t.number, reason)
     return len(left)
+
+
+def set_attr_of_ended(storage, trial_id: int, key: str, value: Any) -> None:
+    """A user attribute on a trial, ended or not. Optuna refuses writes to ended trials, yet a
+    link recorded late belongs there too (`search sync` restores `mlflow_run_id` of trials that
+    ended while MLflow was away): written in Optuna's own table, in one transaction."""
+    import json
+
+    import sqlalchemy as sa
+
+    table = sa.Table("trial_user_attributes", sa.MetaData(), autoload_with=storage.engine)
+    with storage.engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.trial_id == trial_id, table.c.key == key))
+        conn.execute(table.insert().values(trial_id=trial_id, key=key,
+                                           value_json=json.dumps(value)))

@@ -167,6 +167,15 @@ class ToySpace:
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0, "max_concurrent": None})
     tracking: dict = field(default_factory=lambda: {"enabled": False})
     train: dict = field(default_factory=dict)  # more train settings, e.g. {"device": "cpu"}
+    stages: list = field(default_factory=list)
+    space_format = "toy"  # how a run's record of it is read back (search/runs.py)
+
+    def to_yaml(self) -> str:
+        import dataclasses
+
+        import yaml
+
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
     def __post_init__(self) -> None:
         self.budget = {"trials": self.trials, "max_epochs": None, "time_limit": None,
@@ -208,18 +217,6 @@ class ToySpace:
         return {"optimizer.lr": [1e-3, 1e-2, 1e-1], "optimizer.name": ["adamw", "adam"],
                 "model.width": [16, 32]}
 
-    def to_yaml(self) -> str:
-        """Its settings as YAML, for the run folder and MLflow like a real space's; not a space
-        file that `load_space` reads."""
-        import yaml
-
-        plain = json.loads(json.dumps(
-            {"name": self.name, "seed": self.seed, "epochs": self.epochs,
-             "conditional": self.conditional, "objective": self.objective, "toy": self.toy,
-             "budget": self.budget, "sampler": self.sampler, "pruner": self.pruner,
-             "resources": self.resources, "tracking": self.tracking}, default=str))
-        return yaml.safe_dump({"toy_space": plain}, sort_keys=False)
-
     def config_from_params(self, params: dict) -> dict:
         config: dict[str, dict] = {"optimizer": {"name": "adamw", "lr": 1e-2},
                                    "model": {"name": "toy", "width": 32},
@@ -230,3 +227,10 @@ class ToySpace:
             group, option = key.split(".", 1)
             config[group][option] = value
         return config
+
+
+def toy_space(text: str, filename: str | None = None) -> ToySpace:
+    """A ToySpace from its `to_yaml()` text."""
+    import yaml
+
+    return ToySpace(**yaml.safe_load(text))

@@ -28,7 +28,7 @@ from typing import Any
 from search import study as studies
 from search import gpus
 from search.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
-from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY
+from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY, RESUME_FROM
 from search.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
 
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
@@ -194,7 +194,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
             reporter.epochs = int(settings.get("train", {}).get("epochs", 1))
             gpus.trial_setup(plan, settings)
             result = fit(settings, **fit_keywords(fit, dict(
-                report=reporter, checkpoint_dir=str(work), resume_from=_restore(work),
+                report=reporter, checkpoint_dir=str(work), resume_from=_restore(work, config.get(RESUME_FROM)),
                 cpus=plan.resources.threads)))
             result = fit_result(result, reporter.history)
         except Exception as err:
@@ -226,20 +226,26 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         gpus.trial_cleanup()
 
 
-def _restore(work: Path) -> str | None:
-    """Copy the trial's latest Tune checkpoint (after a pause, a retry or a resume) into the
-    working folder; the path of its last.pt for fit's resume_from."""
+def _restore(work: Path, resume_from: str | None = None) -> str | None:
+    """Copy the trial's latest Tune checkpoint (after a pause or a retry), else the checkpoint
+    folder a killed driver's trial left (`resume_from`, set by `search resume`), into the
+    working folder; the path of its last.pt for fit's resume_from (loaded weights_only)."""
     from ray import tune
 
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as src:
-        for item in Path(src).iterdir():
-            if item.is_file():
-                shutil.copy2(item, work / item.name)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as src:
+            _copy_files(Path(src), work)
+    elif resume_from and Path(resume_from).is_dir():
+        _copy_files(Path(resume_from), work)
     last = work / "last.pt"
     return str(last) if last.is_file() else None
+
+
+def _copy_files(src: Path, dest: Path) -> None:
+    for item in src.iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)
 
 
 def make_trainable(space: Any, plan: TrialPlan):

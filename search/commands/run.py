@@ -50,7 +50,8 @@ def options_from(args: argparse.Namespace, **extra):
     from search.runner import RunOptions
 
     return RunOptions(output=args.output, address=args.address, cpus=args.cpus,
-                      live=False if args.plain else None, **extra)
+                      live=False if args.plain else None,
+                      stages=not getattr(args, "no_stages", False), **extra)
 
 
 def report(outcome, objectives) -> int:
@@ -87,26 +88,43 @@ def run(args: argparse.Namespace) -> int:
 
 
 def then_stages(args: argparse.Namespace, outcome, code: int) -> int:
-    """The space's enabled stages, when the search ended well and --no-stages is not given."""
-    import pickle
+    """The space's enabled stages, when the search ended well and --no-stages is not given.
+    The run file says whether they are left (search/runs.py `unfinished`), so a driver killed
+    before or during them is continued by `search resume`."""
+    from search.runs import read_run_file, write_run_file
 
-    from search.stages import enabled_stages
+    exp_dir = outcome.experiment_dir
+    info = read_run_file(exp_dir)
+    if info.get("stages") not in ("pending", "running"):
+        return code
+
+    def mark(state: str) -> None:
+        write_run_file(exp_dir, {**read_run_file(exp_dir), "stages": state})
 
     if code != 0 or getattr(args, "no_stages", False):
+        if not outcome.interrupted:  # an interrupted search still has its stages ahead
+            mark("skipped")
         return code
-    space = pickle.loads((outcome.experiment_dir / "space.pkl").read_bytes())
-    if not enabled_stages(space):
-        return code
-    fit = getattr(args, "fit", None)
+    fit = (info.get("options") or {}).get("fit")
     if fit and not trains_model(fit):
         print(f"stages skipped: {fit} trains no model", file=sys.stderr)
+        mark("skipped")
         return code
     from search.commands.stages import run_and_print
 
+    from search.errors import UserError
+
+    mark("running")
     print(flush=True)
-    return run_and_print(outcome.experiment_dir.parent, outcome.run_id, cpus=args.cpus,
-                         tracking_uri=getattr(args, "tracking_uri", None),
-                         storage=getattr(args, "storage", None))
+    try:
+        stage_code = run_and_print(exp_dir.parent, outcome.run_id, cpus=args.cpus,
+                                   tracking_uri=getattr(args, "tracking_uri", None),
+                                   storage=getattr(args, "storage", None))
+    except UserError:
+        mark("failed")  # a mistake a resume would only repeat
+        raise
+    mark("done" if stage_code == 0 else "failed")
+    return stage_code
 
 
 def trains_model(fit: str) -> bool:

@@ -29,15 +29,20 @@ def run(args: argparse.Namespace) -> int:
     if args.address or args.name.startswith(JOB_PREFIX):
         return job(args)
     from search.plan import Objective
-    from search.runs import driver_alive, read_run_file, runs_of
+    from search.runs import read_run_file, runs_of, unfinished
     from search.summary import status_text
 
     _, output, study = open_search(args)
     runs = []
-    for folder in runs_of(output):
+    folders = runs_of(output)
+    for folder in folders:
         info = read_run_file(folder)
-        if info.get("state") == "running" and not driver_alive(info):
-            info["state"] = "stopped (driver gone; `search resume` continues it)"
+        left = unfinished(info)
+        if left in ("search", "stages") and folder == folders[-1]:  # what resume continues
+            what = "its search" if left == "search" else "its stages"
+            info["state"] = f"stopped before {what} ended (`search resume` continues it)"
+        elif left == "search":  # an older run: resume takes the newest only
+            info["state"] = "stopped (driver gone)"
         runs.append(info)
     metrics = study.metric_names or ["objective"] * len(study.directions)
     objectives = [Objective(m, d.name.lower()) for m, d in zip(metrics, study.directions)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import sys
 import time
@@ -38,7 +37,7 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     import optuna
 
     from search import study as studies
-    from search.runs import read_run_file
+    from search.runs import read_run_file, run_space
     from search.tracking.stages import StageLog
 
     from .distill import forget, study_name
@@ -47,7 +46,7 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     output = Path(output).expanduser().absolute()
     run_folder = pick_run(output, run_id)
     info = read_run_file(run_folder)
-    space = pickle.loads((run_folder / "space.pkl").read_bytes())
+    space = run_space(run_folder, info)
     stages = enabled_stages(space)
     if not stages:
         raise UserError(f"stages: the space {info['space_name']!r} of run {run_folder.name} has "
@@ -134,6 +133,8 @@ class _Pipeline:
         from trainers.stages import from_checkpoint, load_stage_model
 
         self._save_state(state="running", started=time.time())
+        if self.log is not None:
+            self.log.close_killed()
         self.say(f"stages of {out.run_id}: {len(self.stages)} after trial #{self.source.trial} "
                  f"({', '.join(f'{v:.4g}' for v in self.source.values)}), checkpoint "
                  f"{self.source.checkpoint}")

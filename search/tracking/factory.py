@@ -163,8 +163,40 @@ def sync(output_dir: str | Path, *, tracking_uri: str | None = None,
             settings = replace(settings, uri=normalise(tracking_uri, "--tracking-uri"))
         writer = settings.writer(open_client(settings.uri))
         applied, left = writer.replay()
+        if not left:
+            relink(output, settings, writer)
         done.append((settings, applied, left))
     return done
+
+
+def relink(output: Path, settings: Settings, writer) -> int:
+    """Point each study trial of the run at its MLflow run (user attr `mlflow_run_id`): trials
+    recorded while the backend was away got no link then. How many links were written."""
+    from search import study as studies
+    from search.runs import read_run_file
+
+    from .tracker import RUN_ID_ATTR, TAG_NUMBER
+
+    try:
+        info = read_run_file(output / settings.run_id)
+        storage = studies.open_storage(info["storage_url"])
+        trials = storage.get_all_trials(storage.get_study_id_from_name(info["study_name"]),
+                                        deepcopy=False)
+        runs = writer.book.children()
+    except Exception as err:  # no study to link (another tool's search, a moved database)
+        log.warning("tracking: cannot link the study's trials to their runs (%s)", err)
+        return 0
+    linked = 0
+    for run in runs:
+        number = run.data.tags.get(TAG_NUMBER, "")
+        if not run.data.tags.get("search.key", "").startswith("trial/") or \
+                not number.isdigit() or int(number) >= len(trials):
+            continue
+        trial = trials[int(number)]
+        if trial.user_attrs.get(RUN_ID_ATTR) != run.info.run_id:
+            studies.set_attr_of_ended(storage, trial._trial_id, RUN_ID_ATTR, run.info.run_id)
+            linked += 1
+    return linked
 
 
 def raise_unknown_run(output: Path, run_id: str | None) -> None:

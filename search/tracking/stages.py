@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from .backend import normalise, probe
 from .runs import PARENT, stage_key
+from .spool import now_ms
 from .settings import Settings, saved_runs
 from .tracker import TAG_REASON, SearchTracker
 
@@ -88,6 +89,25 @@ class StageLog:
         self.writer.write({"op": "batch", "key": stage_key(name),
                            "tags": {"search.state": "FAILED", TAG_REASON: reason[:1000]}})
         self.tracker.end_child(name, status)
+
+    def close_killed(self) -> int:
+        """End as KILLED the stage runs that a pipeline killed mid-stage left RUNNING (a
+        pipeline starting now is the only one of its run); how many."""
+        if self.writer.down:
+            return 0
+        try:
+            runs = self.writer.book.children()
+        except Exception:  # unreachable now: they are closed by the next pipeline
+            return 0
+        killed = [r for r in runs if r.info.status == "RUNNING" and "search.stage" in r.data.tags]
+        for run in killed:
+            key = run.data.tags["search.key"]
+            self.writer.write({"op": "batch", "key": key, "tags": {
+                "search.state": "KILLED", TAG_REASON: "its pipeline was stopped; a later "
+                                                      "attempt is a run of its own"}})
+            self.writer.write({"op": "end", "key": key, "status": "KILLED",
+                               "end_time": now_ms()})
+        return len(killed)
 
     def register(self, name: str, model_path: Path) -> str | None:
         """The final model as a version of `register_as`, alias `candidate`; the version, or

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from search import study as studies
+from search.study import FIRST_TUNE_ID
 
 from .checkpoints import TopK
 from .runs import PARENT, flatten, metrics_of, params_of, stage_key, tags_of, trial_key
@@ -112,8 +113,11 @@ class SearchTracker:
         rec = self.trials.get(tune_id)
         if rec is not None and rec.state is None:
             return rec  # a restarted actor of a running trial
-        rec = self.trials[tune_id] = TrialRecord(tune_id, trial_key(tune_id))
-        rec.number, frozen = self.optuna_trial(tune_id)
+        number, frozen = self.optuna_trial(tune_id)
+        # a trial resumed after its driver died continues the run of its first Tune trial
+        first = frozen.user_attrs.get(FIRST_TUNE_ID) if frozen is not None else None
+        rec = self.trials[tune_id] = TrialRecord(tune_id, trial_key(first or tune_id))
+        rec.number = number
         rec.params, rec.config = self._params_and_config(dict(config), frozen)
         epochs = flatten(rec.config).get("train.epochs")
         limits = [b for b in (epochs, self.budget) if isinstance(b, int)
@@ -232,6 +236,40 @@ class SearchTracker:
         self.writer.write({"op": "end", "key": rec.key, "status": "FAILED",
                            "end_time": now_ms()})
         return rec
+
+    def settle(self, study: Any) -> int:
+        """Resuming: end the trial runs a dead driver left RUNNING whose study trial has
+        ended since (told from its files by the resume), with the study's state; the others
+        are continued by their resumed trials. How many were ended."""
+        if self.writer.down:
+            return 0
+        try:
+            runs = self.writer.book.children()
+            trials = study.get_trials(deepcopy=False)
+        except Exception as err:
+            log.warning("tracking: cannot read the runs to settle (%s)", err)
+            return 0
+        ended = {"COMPLETE": (COMPLETE, "FINISHED"), "PRUNED": (PRUNED, "FINISHED"),
+                 "FAIL": (FAILED, "FAILED")}
+        done = 0
+        for run in runs:
+            tags = run.data.tags
+            number = tags.get(TAG_NUMBER, "")
+            if run.info.status != "RUNNING" or "search.stage" in tags or not number.isdigit() \
+                    or int(number) >= len(trials) or trials[int(number)].state.name not in ended:
+                continue
+            trial = trials[int(number)]
+            state, status = ended[trial.state.name]
+            reason = trial.user_attrs.get(FAIL_KEY) or "ended while its driver was stopped"
+            values = {TAG_STATE: state, TAG_REASON: reason}
+            if state == COMPLETE and trial.values:
+                values[TAG_SCORE] = repr(float(trial.values[0]))
+            self.writer.write({"op": "batch", "key": tags["search.key"],
+                               "tags": tags_of(values)})
+            self.writer.write({"op": "end", "key": tags["search.key"], "status": status,
+                               "end_time": now_ms()})
+            done += 1
+        return done
 
     def _drop_checkpoint(self, key: str) -> None:
         for rec in self.trials.values():

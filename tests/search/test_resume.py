@@ -38,7 +38,10 @@ def completed(db: Path) -> int:
 
 
 def stop_driver(tmp_path: Path, sig: int) -> int:
-    """Start the driver, send it `sig` once 2 trials completed; its exit status."""
+    """Start the driver, send it `sig` once 2 trials completed; its exit status. After a
+    SIGKILL, no process the driver had started (its local Ray) may stay alive."""
+    from search.reaper import descendants
+
     out, log = tmp_path / "out", tmp_path / "fit.log"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     err = (tmp_path / "driver.err").open("w")
@@ -50,13 +53,35 @@ def stop_driver(tmp_path: Path, sig: int) -> int:
             assert proc.poll() is None, (tmp_path / "driver.err").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial completed in time"
             time.sleep(0.2)
+        ours = descendants(proc.pid)
+        assert ours, "the driver runs a local Ray of its own"
         os.kill(proc.pid, sig)
-        return proc.wait(timeout=120)
+        code = proc.wait(timeout=120)
+        if sig == signal.SIGKILL:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and alive(ours):
+                time.sleep(0.25)
+            assert not alive(ours), f"left running after kill -9: {alive(ours)}"
+        return code
     finally:
         try:  # the Ray processes the driver had started (a killed driver leaves some)
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def alive(pids: dict[int, int]) -> list[str]:
+    """The command lines of those processes still alive (same pid and start time)."""
+    from search.reaper import stat_of, zombie
+
+    left = []
+    for pid, start in pids.items():
+        if (stat_of(pid) or (0, -1))[1] == start and not zombie(pid):
+            try:
+                left.append(Path(f"/proc/{pid}/cmdline").read_bytes()[:80].decode(errors="replace"))
+            except OSError:
+                continue
+    return left
 
 
 def test_ctrl_c_exits_130_and_resume_finishes_the_run(ray_cluster, tmp_path):

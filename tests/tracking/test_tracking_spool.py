@@ -67,7 +67,7 @@ def read_back(uri: str, search_id: str = "s1") -> dict:
                    for k in run.data.metrics}
         artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
         out[key] = {"tags": run.data.tags, "params": run.data.params, "history": history,
-                    "artifacts": artifacts, "status": run.info.status}
+                    "artifacts": artifacts, "status": run.info.status, "id": run.info.run_id}
     return out
 
 
@@ -230,3 +230,41 @@ def test_spool_survives_a_partial_replay(tmp_path):
     spool.rewrite([])
     assert not spool.path.exists() and len(spool) == 0
     shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
+
+
+def test_sync_links_the_trials_recorded_during_an_outage(tmp_path, sqlite_uri):
+    """Trials that began and ended while MLflow was away got no `mlflow_run_id`; the replay
+    (`search sync`) writes it, on ended trials too."""
+    import json
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from search.tracking.factory import relink
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    (tmp_path / "run-1").mkdir()
+    (tmp_path / "run-1" / "search_run.json").write_text(json.dumps(
+        {"run_id": "run-1", "storage_url": storage, "study_name": "s"}))
+    writer = writer_for(sqlite_uri, tmp_path / "spool.jsonl")
+    tracker = tracker_for(writer, study=study)
+    tracker.start(params={}, tags={})
+    writer.go_down(ConnectionError("the server went away"))
+    for tune_id in ("tune_1", "tune_2"):
+        trial = study.ask()
+        trial.set_user_attr("tune_trial_id", tune_id)
+        tracker.trial_started(tune_id, {"params": {}})
+        tracker.trial_result(tune_id, {"epoch": 1, "val_accuracy": 0.5})
+        study.tell(trial, 0.5, state=TrialState.COMPLETE)
+        tracker.trial_ended(tune_id)
+    assert not any("mlflow_run_id" in t.user_attrs for t in study.trials)
+    assert writer.replay()[1] == 0
+    assert relink(tmp_path, SimpleNamespace(run_id="run-1"), writer) == 2
+    runs = read_back(sqlite_uri)
+    linked = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.user_attrs["mlflow_run_id"] for t in linked] == \
+        [runs["trial/tune_1"]["id"], runs["trial/tune_2"]["id"]]
+    assert relink(tmp_path, SimpleNamespace(run_id="run-1"), writer) == 0  # idempotent
