@@ -131,7 +131,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
             callbacks.append(DiskBudget())
         callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
                                      plan.budget.time_limit, label, options.live, stream,
-                                     str(exp_dir)))
+                                     str(exp_dir), plan.objectives))
         tuner = tune.Tuner(
             make_trainable(space, plan), param_space=param_space,
             tune_config=tune.TuneConfig(
