@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        from search.urls import use_password_file
+
+        use_password_file(getattr(args, "storage_password_file", None))
         return int(args._run(args) or 0)
     except (UserError, TrainerError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -26,6 +26,7 @@ from search.pruners import build_scheduler, holding_note, pruner_info, started_a
 from search.runs import find_run, new_run_id, output_dir, read_run_file, write_run_file
 from search.samplers import build_sampler
 from search.searcher import StudySearcher, conclude, error_reason, trial_dirname
+from search.urls import secret_free
 from search.trainable import DEFAULT_FIT, TrialPlan, make_trainable, resolve_fit
 from search.warmstart import continue_study, record_run
 
@@ -98,7 +99,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     for line in warm.lines():
         print(line, file=stream or sys.stdout)
     run_info = {"run_id": run_id, "space_name": space.name, "study_name": study.study_name,
-                "storage_url": url, "options": asdict(options), "pid": os.getpid(),
+                "storage_url": url, "options": secret_free(asdict(options)), "pid": os.getpid(),
                 "host": socket.gethostname(), "started": time.time(), "state": "running",
                 "previous_run": warm.previous, "warm_start": warm.record()}
     write_run_file(exp_dir, run_info)
