@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        from search.urls import use_password_file
+
+        use_password_file(getattr(args, "storage_password_file", None))
         return int(args._run(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -9,22 +9,26 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from ray.tune import Callback, Stopper
 
 from search.plan import Objective
-from search.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, OOM_KEY, error_reason
+from search.searcher import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, OOM_KEY, error_reason,
+                             unfit_objective)
 
 
-def outcome(trial, ended: bool = False) -> str:
-    """How a Tune trial ended (or that it has not): COMPLETE, PRUNED, FAIL, RUNNING, PENDING.
+def outcome(trial, ended: bool = False, objectives: Sequence[Objective] = ()) -> str:
+    """How a Tune trial ended (or that it has not): COMPLETE, PRUNED, FAIL, RUNNING, PENDING,
+    as the study records it (a finished trial whose objective is NaN is a FAIL there).
     `ended`: the trial is ending now (Tune calls back before it updates the status)."""
     result = trial.last_result or {}
     if trial.status == "ERROR" or result.get(FAIL_KEY):
         return "FAIL"
     if ended or trial.status == "TERMINATED":
-        return "COMPLETE" if result.get(FINISHED_KEY) else "PRUNED"
+        if not result.get(FINISHED_KEY):
+            return "PRUNED"
+        return "FAIL" if unfit_objective(result, objectives) else "COMPLETE"
     return "RUNNING" if trial.status == "RUNNING" else "PENDING"
 
 
@@ -40,9 +44,11 @@ class Progress(Callback):
 
     def __init__(self, total: int, objective: Objective, time_limit: float | None = None,
                  label: Callable[[str], Any] | None = None, live: bool | None = None,
-                 stream: TextIO | None = None, experiment_dir: str | None = None):
+                 stream: TextIO | None = None, experiment_dir: str | None = None,
+                 objectives: Sequence[Objective] = ()):
         self.total = total
         self.objective = objective
+        self.objectives = tuple(objectives) or (objective,)
         self.time_limit = time_limit
         self.label = label
         self.live = live
@@ -75,7 +81,7 @@ class Progress(Callback):
     def _count(self, trials: list) -> None:
         self.counts = {}
         for t in trials:
-            state = outcome(t, ended=t.trial_id in self._ended)
+            state = outcome(t, t.trial_id in self._ended, self.objectives)
             self.counts[state] = self.counts.get(state, 0) + 1
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
@@ -96,15 +102,15 @@ class Progress(Callback):
             return
         self._ended.add(trial.trial_id)
         result = trial.last_result or {}
-        state = "FAIL" if error else outcome(trial, ended=True)
+        state = "FAIL" if error else outcome(trial, True, self.objectives)
         self._count(trials)
         value = result.get(FINAL_PREFIX + self.objective.metric)
         if state == "COMPLETE" and isinstance(value, (int, float)) and math.isfinite(value):
             if self.best is None or self.objective.better(value, self.best[0]):
                 self.best = (float(value), self.name(trial))
         if state == "FAIL":
-            detail = result.get(FAIL_KEY) if not error else \
-                error_reason(self.experiment_dir, trial.trial_id)
+            detail = error_reason(self.experiment_dir, trial.trial_id) if error else \
+                result.get(FAIL_KEY) or unfit_objective(result, self.objectives)
             if error and trial.error_file:
                 detail += f" ({trial.error_file})"
         elif state == "COMPLETE":

@@ -36,6 +36,7 @@ from search.searcher import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, FIRST_TUNE_ID
                              StudySearcher, conclude, trial_dirname)
 from search.trainable import DEFAULT_FIT, RESULT_FILE, TrialPlan, make_trainable
 from search.usercode import check_user_code, resolve_fit, space_fit
+from search.urls import secret_free
 from search.warmstart import continue_study, record_run
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
         print(line, file=stream or sys.stdout)
     space_format = write_space(exp_dir, space)  # before the run file: a run has its space
     run_info = {"run_id": run_id, "space_name": space.name, "study_name": study.study_name,
-                "storage_url": url, "options": asdict(options), "pid": os.getpid(),
+                "storage_url": url, "options": secret_free(asdict(options)), "pid": os.getpid(),
                 "host": socket.gethostname(), "started": time.time(), "state": "running",
                 "previous_run": warm.previous, "warm_start": warm.record(),
                 "space_format": space_format, "stages": _stages_state(space, options)}
@@ -172,7 +173,7 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
             callbacks.append(DiskBudget())
         callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
                                      plan.budget.time_limit, label, options.live, stream,
-                                     str(exp_dir)))
+                                     str(exp_dir), plan.objectives))
         tuner = tune.Tuner(
             make_trainable(space, plan), param_space=param_space,
             tune_config=tune.TuneConfig(

@@ -54,6 +54,17 @@ def error_reason(experiment_dir: str | None, tune_id: str) -> str:
             "worker died or its checkpoint was missing); see Tune's error.txt for the trial")
 
 
+def unfit_objective(result: dict, objectives: Sequence[Objective]) -> str | None:
+    """Why a finished trial's result cannot be told COMPLETE (an objective that is missing, NaN
+    or infinite at the selected epoch), else None. The live view and the study both ask this,
+    so the console never calls COMPLETE what the study records as FAIL."""
+    for o in objectives:
+        v = result.get(FINAL_PREFIX + o.metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"objective {o.metric} is {v} at the selected epoch"
+    return None
+
+
 def conclude(study, number: int, objectives: Sequence[Objective], result: dict | None,
              error_text: str | None = None) -> str:
     """Tell the study how trial `number` ended, from its last Tune result. Returns the state
@@ -77,11 +88,9 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
         return "PRUNED"
     if result.get(FINISHED_KEY):
         values = [result.get(FINAL_PREFIX + o.metric) for o in objectives]
-        bad = [(o.metric, v) for o, v in zip(objectives, values)
-               if not isinstance(v, (int, float)) or not math.isfinite(v)]
+        bad = unfit_objective(result, objectives)
         if bad:
-            studies.fail(study, number, f"objective {bad[0][0]} is {bad[0][1]} at the selected "
-                                        "epoch")
+            studies.fail(study, number, bad)
             return "FAIL"
         for key in RECORDED:
             if result.get(key) is not None:

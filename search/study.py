@@ -8,12 +8,12 @@ Tune: `tune_trial_id`, `run_id` (the Tune experiment folder), and after it ends 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from search import urls
 from search.errors import UserError
 
 ENV_STORAGE = "SEARCH_STORAGE"
@@ -40,28 +40,25 @@ RESUME_FROM, FIRST_TUNE_ID = "resume_from", "first_tune_id"
 
 
 def storage_url(flag: str | None, output: Path) -> str:
-    """--storage, else $SEARCH_STORAGE, else an SQLite file in the output folder. SQLite paths
+    """--storage, else $SEARCH_STORAGE, else an SQLite file in the output folder, as it may be
+    recorded: its password masked (search/urls.py; `open_storage` puts it back). SQLite paths
     are made absolute (a resume may start elsewhere); a bare postgresql:// gets the driver that
-    is installed (SQLAlchemy 2.1 means psycopg 3 by it; psycopg2 may be all there is)."""
+    is installed (urls.with_driver)."""
     url = (flag or os.environ.get(ENV_STORAGE) or "").strip()
     if not url:
         return f"sqlite:///{(Path(output).absolute() / 'study.db')}"
     if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
-        return f"sqlite:///{Path(url[len('sqlite:///'):]).expanduser().absolute()}"
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
-    return url
+        path = Path(url[len("sqlite:///"):]).expanduser().absolute()
+        if not path.parent.is_dir():  # a typo must not leave a tree of new folders behind
+            raise UserError(f"--storage {url}: the folder {path.parent} does not exist; create "
+                            "it first or fix the path")
+        return f"sqlite:///{path}"
+    return urls.remember(urls.with_driver(url))
 
 
 def shown(url: str) -> str:
     """A storage URL for messages, with any password hidden."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return urls.mask_url(url)
 
 
 def open_storage(url: str):
@@ -70,6 +67,7 @@ def open_storage(url: str):
     import sqlalchemy.exc
 
     kwargs: dict[str, Any] = {}
+    shown_url, url = shown(url), urls.reveal(urls.with_driver(url))
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -79,10 +77,12 @@ def open_storage(url: str):
     elif url.startswith("postgresql"):
         kwargs = {"pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        from search.rdb import SecretFreeStorage
+
+        storage = SecretFreeStorage(url, engine_kwargs=kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"--storage {shown(url)}: cannot open the study database ({reason}); "
+        raise UserError(f"--storage {shown_url}: cannot open the study database ({reason}); "
                         "check the URL, that the server is up, and its driver is installed") \
             from None
     if url.startswith("sqlite"):

@@ -99,10 +99,10 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
             raise RuntimeError(f"toy failure at epoch {epoch} (lr {lr:g})")
         acc = q * (1.0 - 0.5 ** epoch)
         loss = float("nan") if diverged else -math.log(max(acc, 1e-6))
+        if diverged:
+            raise _diverged(epoch, loss)
         metrics = {"epoch": epoch, "train_loss": loss, "val_loss": loss, "val_accuracy": acc,
                    "lr": lr, "grad_norm": 1.0, "epoch_time": seconds, "samples_per_sec": 1.0}
-        if diverged:
-            raise _diverged(f"loss is nan at epoch {epoch} (lr {lr:g})")
         history.append(metrics)
         if acc > best[1]:
             best = (epoch, acc)
@@ -137,13 +137,11 @@ def _meet(spec: str | None, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def _diverged(message: str) -> Exception:
-    """The trainer's DivergedError when the trainer package has it, else a stand-in."""
-    try:
-        from trainers.errors import DivergedError
-    except ImportError:
-        return FloatingPointError(message)
-    return DivergedError(message)
+def _diverged(epoch: int, loss: float) -> Exception:
+    """The trainer's own DivergedError, raised as trainers.fit raises it."""
+    from trainers.errors import DivergedError
+
+    return DivergedError(epoch, loss)
 
 
 @dataclass

@@ -16,6 +16,14 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, optional: bool = Fa
     if storage:
         parser.add_argument("--storage", metavar="URL", help="study database (default: the "
                             "one the last run used)")
+        add_password_file(parser)
+
+
+def add_password_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-password-file", metavar="FILE",
+                        help="the study database's password, on the first line of FILE (else "
+                             "$PGPASSWORD, ~/.pgpass, or the password in $SEARCH_STORAGE); "
+                             "runs record their URLs with the password masked")
 
 
 def open_search(args: argparse.Namespace):

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.cluster import local_token
+
+    local_token(args.address)  # before Ray is imported
     import optuna
 
     from search.commands.run import options_from, report, then_stages

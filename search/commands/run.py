@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
+    from search.commands import add_password_file
+
+    add_password_file(parser)
     parser.add_argument("--output", metavar="DIR",
                         help="folder of the study and runs (default ./runs/<space name>)")
     parser.add_argument("--address", metavar="ADDR",
@@ -70,6 +73,9 @@ def report(outcome, objectives) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.cluster import local_token
+
+    local_token(args.address)  # before Ray is imported
     import optuna
 
     from search.runner import run_search

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="required: folder of the runs (study, Tune, MLflow files), absolute, "
                             "shared by every node; the job's own folder is deleted by Ray")
     group.add_argument("--storage", metavar="URL",
-                       help="study database; a password here shows in the job's entrypoint, so "
-                            "prefer $SEARCH_STORAGE on the head")
+                       help="study database, without a password (Ray keeps the job's command "
+                            "line): the head's $SEARCH_STORAGE or $PGPASSWORD supplies it")
     group.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
     group.add_argument("--new", action="store_true", help="delete the study first")
     group.add_argument("--retries", type=int, metavar="N", help="retries of a crashed trial")
@@ -36,8 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.errors import UserError
     from search.submit import describe, follow, submit
+    from search.urls import has_secret
 
+    for flag, value in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
+        if value and has_secret(value):
+            raise UserError(f"{flag}: holds a password, which Ray would keep in the job's "
+                            "entrypoint; leave it out and set it on the cluster ($PGPASSWORD or "
+                            "$SEARCH_STORAGE from a Kubernetes Secret, see deploy/README.md)")
     flags = {"--output": args.output, "--storage": args.storage,
              "--tracking-uri": args.tracking_uri, "--new": args.new,
              "--retries": args.retries, "--warm-start": args.warm_start, "--fit": args.fit}

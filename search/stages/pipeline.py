@@ -51,7 +51,7 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     if not stages:
         raise UserError(f"stages: the space {info['space_name']!r} of run {run_folder.name} has "
                         "no enabled stages (its `stages:` section is empty or all disabled)")
-    url = storage or info["storage_url"]
+    url = studies.storage_url(storage, output) if storage else info["storage_url"]
     study = studies.load_study(studies.open_storage(url), info["study_name"])
     source = find_source(study, output, run_folder)
     folder = output / "stages" / run_folder.name

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
 import os
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from search.errors import UserError
+from search.urls import mask_url, remember, reveal, with_driver
 
 ENV_URI = "MLFLOW_TRACKING_URI"
 DB_NAME = "mlflow.db"
@@ -77,10 +77,7 @@ def normalise(uri: str, where: str = "tracking uri") -> str:
             raise UserError(f"{where}: {uri!r} names no database file; use "
                             "sqlite:////absolute/path/mlflow.db")
         return f"{scheme}:///{Path(path).expanduser().absolute()}"
-    if scheme == "postgresql" and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2:" + uri.split(":", 1)[1]
-    return uri
+    return remember(with_driver(uri))  # recorded masked; reveal() at each client
 
 
 def is_http(uri: str) -> bool:
@@ -102,13 +99,7 @@ def artifact_location(uri: str, output_dir: str | os.PathLike) -> str | None:
 
 def redact(uri: str) -> str:
     """The URI with any password replaced by ***, for messages."""
-    if "@" not in uri or "://" not in uri:
-        return uri
-    head, rest = uri.split("://", 1)
-    cred, _, host = rest.rpartition("@")
-    if ":" in cred:
-        cred = cred.split(":", 1)[0] + ":***"
-    return f"{head}://{cred}@{host}"
+    return mask_url(uri)
 
 
 @contextlib.contextmanager
@@ -155,6 +146,7 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
     retry an unreachable database for ~100 s and an unreachable server for minutes."""
     hint = "start it, or pass --tracking-uri (or unset $MLFLOW_TRACKING_URI) to use the " \
            "local default"
+    uri = reveal(uri)
     if is_http(uri):
         url = uri.rstrip("/") + "/health"
         try:
@@ -210,7 +202,7 @@ def open_client(uri: str, timeout: float = PROBE_TIMEOUT):
     probe(uri, timeout)
     try:
         with http_limits(PROBE_HTTP):
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client = MlflowClient(tracking_uri=reveal(uri), registry_uri=reveal(uri))
             client.search_experiments(max_results=1)
     except Exception as err:
         extra = ""

@@ -30,7 +30,9 @@ def _use_tracking_uri(uri: str):
     it at the search's backend for the duration, then back."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri as use
 
-    return use(uri)
+    from search.urls import reveal
+
+    return use(reveal(uri))
 
 log = logging.getLogger("search.tracking")
 

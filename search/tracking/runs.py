@@ -105,7 +105,10 @@ class Book:
         if self._client is None:
             from mlflow import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            from search.urls import reveal
+
+            self._client = MlflowClient(tracking_uri=reveal(self.uri),
+                                        registry_uri=reveal(self.uri))
         return self._client
 
     @property

@@ -123,9 +123,11 @@ def _artifact(book: Book, op: dict) -> None:
 def _delete(book: Book, op: dict) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+    from search.urls import reveal
+
     run = book.client.get_run(book.run_id(op["key"]))
     repo = get_artifact_repository(run.info.artifact_uri,
-                                   tracking_uri=book.uri)
+                                   tracking_uri=reveal(book.uri))
     try:
         repo.delete_artifacts(op["path"])
     except Exception as err:  # already gone counts as done

@@ -94,3 +94,23 @@ def test_exit_codes():
     assert Outcome(**base, counts={"COMPLETE": 1, "FAIL": 3}).exit_code == 0
     assert Outcome(**base, counts={"FAIL": 3}).exit_code == 1
     assert Outcome(**base, counts={"COMPLETE": 1}, interrupted=True).exit_code == 130
+
+
+def test_a_nan_objective_is_a_fail_on_the_console_as_in_the_study():
+    import optuna
+
+    from search.searcher import conclude
+
+    study = optuna.create_study(direction="maximize")
+    study.ask()
+    assert conclude(study, 0, [ACC], finished(float("nan"))) == "FAIL"
+    assert study.trials[0].state.name == "FAIL"
+    out = io.StringIO()
+    p = Progress(1, ACC, stream=out, label={"n": 0}.get, objectives=[ACC])
+    trial = FakeTrial("n", last_result=finished(float("nan")))
+    p.on_trial_complete(1, [trial], trial)
+    line = out.getvalue()
+    assert "trial #0 FAIL objective val_accuracy is nan at the selected epoch" in line, line
+    assert "1/1 done: 0 complete, 0 pruned, 1 failed" in line and "best -" in line
+    assert outcome(FakeTrial("n", "TERMINATED", finished(float("inf"))), objectives=[ACC]) \
+        == "FAIL"

@@ -18,6 +18,10 @@ def test_storage_url_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv(studies.ENV_STORAGE, "postgresql://u@h/db")
     assert studies.storage_url(None, "runs/x").endswith("://u@h/db")
     assert studies.storage_url("sqlite:////a.db", "runs/x") == "sqlite:////a.db"
+    with pytest.raises(UserError, match="rel does not exist"):  # never created silently
+        studies.storage_url("sqlite:///rel/s.db", "x")
+    assert not (tmp_path / "rel").exists()
+    (tmp_path / "rel").mkdir()
     assert studies.storage_url("sqlite:///rel/s.db", "x") == f"sqlite:///{tmp_path}/rel/s.db"
 
 

@@ -32,6 +32,8 @@ def test_a_fit_function_says_whether_it_trains_a_model():
 
     assert trains_model("search.testing:known_work_fit") is False  # the stages are skipped
     assert trains_model("trainers:fit") is True  # any other function: it does
+
+
 def test_a_kfold_trial_says_how_many_folds_ran_and_each_folds_score():
     """From a real 2-fold fit to the study's trial (as the searcher tells it), the run summary,
     `search status` and the MLflow metrics of the trial."""
@@ -61,3 +63,19 @@ def test_a_kfold_trial_says_how_many_folds_ran_and_each_folds_score():
             f"(mean {sum(scores) / 2:.4g})")
     assert line in run_summary(study, "r", objectives).splitlines()
     assert line in status_text(study, objectives, []).splitlines()
+
+
+def test_a_diverged_toy_trial_raises_the_trainers_error_which_is_not_retried():
+    import pytest
+
+    from search.testing import known_work_fit
+    from search.trainable import known_failure, one_line
+    from trainers.errors import DivergedError
+
+    config = {"optimizer": {"lr": 0.5}, "train": {"epochs": 2},
+              "toy": {"diverge_if_lr_above": 0.3, "epoch_seconds": 0}}
+    with pytest.raises(DivergedError) as info:  # was a TypeError made while raising it
+        known_work_fit(config)
+    assert known_failure(info.value)  # failed at once, not retried
+    assert one_line(info.value) == \
+        "DivergedError: training diverged in epoch 1: the training loss is nan"
