@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search import preflight
+from search import shipping
 from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
@@ -85,6 +86,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     run_id = new_run_id(output)
     exp_dir = output / run_id
     plan, scheduler = _plan(space, options.fit, exp_dir)
+    shipped = shipping.runtime_env(space, options.fit, options.address)
     info = pruner_info(space)
     url = studies.storage_url(options.storage, output)
     storage = studies.open_storage(url)
@@ -106,7 +108,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     if hasattr(space, "to_yaml"):
         (exp_dir / "space.yaml").write_text(space.to_yaml())
 
-    with ray_session(options.address, options.cpus) as cluster:
+    with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
         slots = concurrency(plan.resources, cluster)
         max_t = max_epochs(space, plan.budget)
         started = started_at_once(space, max_t, slots,
@@ -272,6 +274,8 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     saved = run_info.get("options", {})
     fit = saved.get("fit", DEFAULT_FIT)
     plan, _ = _plan(space, fit, exp_dir)
+    address = options.address or saved.get("address")
+    shipped = shipping.runtime_env(space, fit, address)
     storage = studies.open_storage(run_info["storage_url"])
     study = studies.load_study(storage, run_info["study_name"])
     settled = reconcile(study, run_info["run_id"], exp_dir, plan.objectives)
@@ -282,7 +286,7 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     run_info = {**run_info, "pid": os.getpid(), "host": socket.gethostname(),
                 "state": "running", "resumed": time.time(), "settled": settled}
     write_run_file(exp_dir, run_info)
-    with ray_session(options.address or saved.get("address"), options.cpus or saved.get("cpus")):
+    with ray_session(address, options.cpus or saved.get("cpus"), runtime_env=shipped):
         if not tune.Tuner.can_restore(str(exp_dir)):
             raise UserError(f"resume: {exp_dir} has no Tune state to resume from")
         tuner = tune.Tuner.restore(str(exp_dir), trainable=make_trainable(space, plan),

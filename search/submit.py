@@ -2,8 +2,11 @@
 status JOB --address ...`).
 
 The job's driver runs `search run` on the head node of the cluster, from a working directory
-that holds only the space file (uploaded with the job's `runtime_env`). So the cluster decides
-the rest: its nodes need the package (the images of deploy/), the study database
+that holds only the space file (uploaded with the job's `runtime_env`), with the user's own
+modules (`--fit`, factories) found on this machine: packages in the job's `py_modules`,
+single-file modules beside the space file (search/shipping.py); every worker of the job
+inherits both. The cluster decides the rest:
+its nodes need the package (the images of deploy/), the study database
 ($SEARCH_STORAGE), MLflow ($MLFLOW_TRACKING_URI) and an `--output` folder every node shares,
 either from their environment or from the flags forwarded here. Ray sets $RAY_ADDRESS for the
 job's driver, so `search run` joins the cluster by itself.
@@ -81,6 +84,7 @@ def check_output(output: str | None) -> None:
 def submit(space_path: str | Path, address: str | None, flags: dict[str, Any], *,
            job_id: str | None = None) -> tuple[str, str]:
     """Send `search run SPACE` to the cluster as a Ray Job: (job id, dashboard URL)."""
+    from search.shipping import job_runtime_env
     from spaces import load_space
 
     path = Path(space_path)
@@ -90,10 +94,11 @@ def submit(space_path: str | Path, address: str | None, flags: dict[str, Any], *
     folder = Path(tempfile.mkdtemp(prefix="search-submit-"))
     try:
         shutil.copy2(path, folder / path.name)
+        env = job_runtime_env(space, flags.get("--fit"), folder)
         try:
             job = jobs.submit_job(
                 entrypoint=entrypoint(path.name, forwarded_flags(flags)),
-                runtime_env={"working_dir": str(folder)}, submission_id=job_id,
+                runtime_env=env, submission_id=job_id,
                 metadata={"search.space": space.name, "search.space_file": path.name})
         except (RuntimeError, ValueError) as err:
             raise UserError(f"submit: the job server refused the job ({_first(err)})") from None
