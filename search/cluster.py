@@ -61,8 +61,10 @@ def local_token(address: str | None = None) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, cpus: int | None = None,
-                gpus: float | None = None) -> Iterator[dict[str, float]]:
-    """Ray for the duration of a run; yields the cluster's resources (CPU, GPU, ...)."""
+                gpus: float | None = None,
+                runtime_env: dict | None = None) -> Iterator[dict[str, float]]:
+    """Ray for the duration of a run; yields the cluster's resources (CPU, GPU, ...).
+    `runtime_env` (search/shipping.py: the user's modules) applies to every worker of the run."""
     import ray
 
     quiet_environment()
@@ -71,6 +73,8 @@ def ray_session(address: str | None = None, cpus: int | None = None,
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs: dict = dict(include_dashboard=False, logging_level=logging.ERROR,
                             log_to_driver=False, configure_logging=True)
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env
         if address:
             kwargs["address"] = address
         else:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from search import gpus, preflight
+from search import gpus, preflight, shipping
 from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
@@ -100,6 +100,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     run_id = new_run_id(output)
     exp_dir = output / run_id
     plan, scheduler = _plan(space, options.fit, exp_dir)
+    shipped = shipping.runtime_env(space, options.fit, options.address)
     info = pruner_info(space)
     url = studies.storage_url(options.storage, output)
     storage = studies.open_storage(url)
@@ -120,7 +121,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
                 "space_format": space_format, "stages": _stages_state(space, options)}
     write_run_file(exp_dir, run_info)
     return _tune(space, plan, scheduler, options, study, run_info, exp_dir, stream,
-                 previous=warm.previous)
+                 previous=warm.previous, shipped=shipped)
 
 
 def _stages_state(space: Any, options: RunOptions) -> str | None:
@@ -133,14 +134,14 @@ def _stages_state(space: Any, options: RunOptions) -> str | None:
 
 def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, run_info: dict,
           exp_dir: Path, stream: TextIO | None, *, previous: dict | None = None,
-          resume: bool = False) -> Outcome:
+          resume: bool = False, shipped: dict | None = None) -> Outcome:
     """One Tune experiment of the run (a fresh one when resuming) over the study."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     info = pruner_info(space)
     output, run_id, url = exp_dir.parent, run_info["run_id"], run_info["storage_url"]
-    with ray_session(options.address, options.cpus) as cluster:
+    with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
         nodes = gpus.node_resources()  # a trial must fit one node; GPUs spread, then pack
         slots = concurrency(plan.resources, cluster, nodes)
         plan = gpus.placed(plan, nodes, min(slots, plan.budget.trials))
@@ -365,6 +366,7 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     if fit == DEFAULT_FIT:  # the user's factories may have changed since the run started
         preflight.check_user_code(space)
     plan, scheduler = _plan(space, fit, exp_dir)
+    shipped = shipping.runtime_env(space, fit, options.address or saved.get("address"))
     storage = studies.open_storage(run_info["storage_url"])
     study = studies.load_study(storage, run_info["study_name"])
     if run_info.get("state") == "finished":  # only its stages are left
@@ -389,4 +391,4 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
                       retries=saved.get("retries", options.retries),
                       tracking_uri=options.tracking_uri or saved.get("tracking_uri"))
     return _tune(space, plan, scheduler, options, study, run_info, exp_dir, stream,
-                 resume=True)
+                 resume=True, shipped=shipped)

@@ -3,10 +3,12 @@ status JOB --address ...`).
 
 The job's driver runs `python -m search.cli run` on the head node of the cluster, from a
 temporary working directory that holds only the space file (uploaded with the job's
-`runtime_env`, deleted by Ray). So the cluster decides the rest: its nodes need the package (the
-images of deploy/), the study database ($SEARCH_STORAGE) and MLflow ($MLFLOW_TRACKING_URI),
-either from their environment or from the flags forwarded here, and `--output` (required) names
-a folder every node shares. Ray sets $RAY_ADDRESS for the
+`runtime_env`, deleted by Ray), with the user's own modules (`--fit`, factories) found on this
+machine: packages in the job's `py_modules`, single-file modules beside the space file
+(search/shipping.py); every worker of the job inherits both. The cluster decides the rest: its
+nodes need the package (the images of deploy/), the study database ($SEARCH_STORAGE) and MLflow
+($MLFLOW_TRACKING_URI), either from their environment or from the flags forwarded here, and
+`--output` (required) names a folder every node shares. Ray sets $RAY_ADDRESS for the
 job's driver, so `search run` joins the cluster by itself.
 """
 from __future__ import annotations
@@ -90,6 +92,7 @@ def check_output(output: str | None) -> None:
 def submit(space_path: str | Path, address: str | None, flags: dict[str, Any], *,
            job_id: str | None = None) -> tuple[str, str]:
     """Send `search run SPACE` to the cluster as a Ray Job: (job id, dashboard URL)."""
+    from search.shipping import job_runtime_env
     from spaces import load_space
 
     path = Path(space_path)
@@ -99,10 +102,11 @@ def submit(space_path: str | Path, address: str | None, flags: dict[str, Any], *
     folder = Path(tempfile.mkdtemp(prefix="search-submit-"))
     try:
         shutil.copy2(path, folder / path.name)
+        env = job_runtime_env(space, flags.get("--fit"), folder)
         try:
             job = jobs.submit_job(
                 entrypoint=entrypoint(path.name, forwarded_flags(flags)),
-                runtime_env={"working_dir": str(folder)}, submission_id=job_id,
+                runtime_env=env, submission_id=job_id,
                 metadata={"search.space": space.name, "search.space_file": path.name})
         except (RuntimeError, ValueError) as err:
             raise UserError(f"submit: the job server refused the job ({_first(err)})") from None
