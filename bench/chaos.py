@@ -154,14 +154,15 @@ def one_round(root: Path, seed: int, trials: int, epochs: int, extra: int = 0,
             except (ProcessLookupError, PermissionError):
                 pass
         info = _run_file(out)
-        if code == 0 and info.get("state") == "finished" and \
-                info.get("stages") in ("done", None):
+        if info.get("state") == "finished" and info.get("stages") not in ("pending", "running"):
+            # done (a kill may land after the last write: then nothing is left to resume)
+            if info.get("stages") not in ("done", None):
+                result.problems.append(f"stages {info.get('stages')}: " + _tail(root, result))
             result.missed = [m[0] for m in moments]  # passed before they could be hit
             break
         if code not in (0, -signal.SIGKILL):
             result.problems.append(f"command {result.commands} exited {code}: "
-                                   + (root / f"driver-{result.commands - 1}.log")
-                                   .read_text()[-2000:])
+                                   + _tail(root, result))
             break
         if result.commands > 20:
             result.problems.append("20 commands without finishing")
@@ -169,6 +170,10 @@ def one_round(root: Path, seed: int, trials: int, epochs: int, extra: int = 0,
     result.seconds = time.monotonic() - started
     check(out, trials, result)
     return result
+
+
+def _tail(root: Path, result: Round) -> str:
+    return (root / f"driver-{result.commands - 1}.log").read_text()[-2000:]
 
 
 def check(out: Path, trials: int, result: Round) -> None:
