@@ -59,6 +59,7 @@ def test_digits_mlp_with_asha(ray_cluster, tmp_path):
         # learnt something (chance is 0.1) in 3 short epochs; how much is the trainer's business
         assert 0.15 < t.value <= 1.0 and 0.15 < t.user_attrs["test_accuracy"] <= 1.0
         assert t.user_attrs["num_params"] > 1000
+        assert t.user_attrs["device"] == "cpu"  # recorded per trial (a GPU's name there)
         assert sorted(t.intermediate_values) == [1, 2, 3]
         checkpoints = list((tmp_path / outcome.run_id).glob(
             f"trial_{t.user_attrs['tune_trial_id']}/checkpoint_*/best.pt"))
