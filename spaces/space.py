@@ -282,7 +282,7 @@ def _read(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise fail(f"not UTF-8 text (byte {err.start}); save the space file as UTF-8 YAML") \
+        raise fail(f"not a text file (UTF-8 YAML expected; byte {err.start} is not UTF-8)") \
             from None
 
 
@@ -296,7 +296,7 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
                             + ")", key, suggestion=suggest(key, TOP_KEYS))
     name = data.get("name", stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise loc.error(("name",), "must be 1 to 100 letters, digits, '_', '.', '-' (it names "
+        raise loc.error(("name",), "must be letters, digits, '_', '.', '-' (it names "
                         "the study and the experiment)", name)
     description = data.get("description") or ""
     if not isinstance(description, str):
