@@ -20,6 +20,7 @@ from .values import check_literal
 from .yamlio import Locator, Path, segment
 
 O = Option
+MAX_TRIALS = 100_000  # a budget beyond it is a typo (1e23), not a search anyone will wait for
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def parse_duration(value: Any) -> Any:
 
 
 BUDGET = Section("budget", {
-    "trials": O("int", 20, "number of trials", POS_INT),
+    "trials": O("int", 20, f"number of trials (at most {MAX_TRIALS:,})",
+                interval(1, MAX_TRIALS)),
     "max_epochs": O("int", None, "caps the epochs of every trial; the pruning max; null = "
                     "train.epochs (its largest searched value)", POS_INT, nullable=True),
     "time_limit": O("float", None, 'wall-clock limit in seconds, or "90s", "30m", "2h"; null = '

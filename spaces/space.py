@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from .yamlio import Locator, load_yaml
 SEARCH_SECTIONS = ("objective", "budget", "sampler", "pruner", "resources", "tracking",
                    "stages")
 TOP_KEYS = ("name", "description", "seed", "fit", *GROUPS, "params", "space", *SEARCH_SECTIONS)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a folder and a study name
 SHIPPED_DIR = Path(__file__).resolve().parent
 
 
@@ -242,7 +243,7 @@ def load_space(source: str | os.PathLike, *, filename: str | None = None) -> Spa
     """A Space from a file path or from YAML text (`filename` names it in messages)."""
     path: Path | None = None
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and (
-            source.endswith((".yaml", ".yml")) or os.path.exists(source))):
+            source.endswith((".yaml", ".yml")) or _exists(source) or filename == source)):
         path = Path(source)
         text = _read(path)
         filename = filename or str(source)
@@ -251,6 +252,13 @@ def load_space(source: str | os.PathLike, *, filename: str | None = None) -> Spa
     data, loc = load_yaml(text, filename)
     stem = Path(filename).stem if filename else "space"
     return _build(data, loc, stem, path)
+
+
+def _exists(source: str) -> bool:
+    try:
+        return os.path.lexists(source)
+    except (OSError, ValueError):
+        return False
 
 
 def shipped(name: str) -> Path:
@@ -263,19 +271,50 @@ def shipped(name: str) -> Path:
     return SHIPPED_DIR / f"{stem}.yaml"
 
 
+MAX_FILE_BYTES = 1024 ** 2  # a space file is a few kilobytes; a bigger one is a mistake
+
+
 def _read(path: Path) -> str:
-    if not path.exists():
+    """The text of a space file: a regular file (a FIFO would block, /dev/zero never end), at
+    most MAX_FILE_BYTES, readable, UTF-8; else one SpaceError naming the file."""
+    def fail(rule: str, suggestion: str | None = None) -> SpaceError:
+        return SpaceError(rule, file=str(path), show_value=False, suggestion=suggestion)
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise fail("no such space file (a symbolic link to a missing file)") from None
         folder = path.parent if path.parent.is_dir() else SHIPPED_DIR
         near = suggest(path.name, [p.name for p in folder.glob("*.y*ml")])
-        raise SpaceError("no such space file", file=str(path), show_value=False,
-                         suggestion=str(folder / near) if near else None)
-    if path.is_dir():
-        raise SpaceError("is a folder, not a space file", file=str(path), show_value=False)
+        raise fail("no such space file", str(folder / near) if near else None) from None
+    except PermissionError:
+        raise fail("permission denied (cannot read it)") from None
+    except (OSError, ValueError) as err:  # ELOOP, ENAMETOOLONG, ENOTDIR, an embedded NUL
+        reason = getattr(err, "strerror", None) or str(err)
+        raise fail(f"cannot open it ({reason})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise fail("is a folder, not a space file")
+    if not stat.S_ISREG(info.st_mode):
+        raise fail("not a regular file (a device, FIFO or socket); give a YAML file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise fail(f"larger than {MAX_FILE_BYTES // 1024 ** 2} MiB ({info.st_size:,} bytes); a "
+                   "space file is a few kilobytes")
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SpaceError("not a text file (UTF-8 YAML expected)", file=str(path),
-                         show_value=False) from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # it may have grown since the stat
+    except PermissionError:
+        raise fail("permission denied (cannot read it)") from None
+    except OSError as err:
+        raise fail(f"cannot read it ({err.strerror or err})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise fail(f"larger than {MAX_FILE_BYTES // 1024 ** 2} MiB; a space file is a few "
+                   "kilobytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise fail(f"not a text file (UTF-8 YAML expected; byte {err.start} is not UTF-8)") \
+            from None
 
 
 def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
@@ -288,8 +327,8 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
                             + ")", key, suggestion=suggest(key, TOP_KEYS))
     name = data.get("name", stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise loc.error(("name",), "must be letters, digits, '_', '.', '-' (it names the "
-                        "study and the experiment)", name)
+        raise loc.error(("name",), "must be letters, digits, '_', '.', '-' (it names "
+                        "the study and the experiment)", name)
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise loc.error(("description",), "must be text", description)

@@ -2,6 +2,8 @@
 categorical choices that Optuna cannot hold (lists, mappings) as strings.
 
 Booleans are never numbers here (YAML `true` is not 1), integers are accepted for floats.
+Every integer option holds a 32-bit value (sizes, counts, seeds: what torch, NumPy's seeds and
+an SQL INTEGER all take); larger ones are refused here, not by a trial in C++.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from trainers.options import coerce_kind as _coerce
 
 from .errors import MISSING, suggest
 from .yamlio import Locator, Path
+
+INT_MAX = 2 ** 31 - 1
+
 
 def coerce_kind(kind: str, value: Any) -> Any:
     """trainers.options.coerce_kind, with MISSING for a value of another kind."""
@@ -33,6 +38,8 @@ def check_literal(option: Option, value: Any, loc: Locator, path: Path) -> Any:
     v = coerce_kind(option.kind, value)
     if v is MISSING:
         raise loc.error(path, f"must be {KIND_WORDS[option.kind]}", value)
+    if not _in_int_range(option.kind, v):
+        raise loc.error(path, f"must be at most {INT_MAX:,} in size (a 32-bit integer)", value)
     if option.check is not None and not option.check(v):
         raise loc.error(path, f"must be {option.check.rule}", value,
                         suggestion=suggest(value, one_of_values(option)))
@@ -43,7 +50,15 @@ def passes(option: Option, value: Any) -> bool:
     """True when a normalised value is allowed by the option (null by `nullable`)."""
     if value is None:
         return option.nullable
+    if not _in_int_range(option.kind, value):
+        return False
     return option.check is None or option.check(value)
+
+
+def _in_int_range(kind: str, value: Any) -> bool:
+    items = value if kind == "ints" and isinstance(value, (list, tuple)) else [value]
+    return kind not in ("int", "ints") or all(
+        not isinstance(x, int) or -INT_MAX - 1 <= x <= INT_MAX for x in items)
 
 
 def one_of_values(option: Option) -> list[str]:

@@ -62,7 +62,7 @@ def test_budget():
                  "space:\n  train:\n    epochs: {choices: [5, 30, 9]}\n")
     assert space.budget == {"trials": 3, "max_epochs": 30, "time_limit": 1800.0,
                             "target": 0.99}
-    assert "budget.trials: must be in [1, inf], got 0" in str(error_of("budget: {trials: 0}"))
+    assert "budget.trials: must be in [1, 100000], got 0" in str(error_of("budget: {trials: 0}"))
     assert "budget.time_limit" in str(error_of("budget: {time_limit: -5}"))
     assert "budget.max_epochs: must be an integer, got 2.5" in str(
         error_of("budget: {max_epochs: 2.5}"))
