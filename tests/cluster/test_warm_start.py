@@ -182,10 +182,8 @@ def test_a_scheduled_rerun_of_a_changed_space_runs_the_valid_best_first(two_node
 
 def test_best_names_the_successor_study_it_read(tmp_path, storage, capsys):
     """After a warm start into warm@2, `search best warm` says whose trial it prints."""
-    import pickle
-
     from search.cli import main
-    from search.runs import write_run_file
+    from search.runs import write_run_file, write_space
 
     first_run(storage)
     new = space(lr=(0.005, 0.05))
@@ -193,9 +191,10 @@ def test_best_names_the_successor_study_it_read(tmp_path, storage, capsys):
     trial = study.ask()
     study.tell(trial, quality(new.define_by_run(trial)))
     run = tmp_path / "run-1"
+    space_format = write_space(run, new)
     write_run_file(run, {"run_id": "run-1", "space_name": "warm", "study_name": "warm@2",
-                         "storage_url": studies.storage_url(None, tmp_path), "state": "finished"})
-    (run / "space.pkl").write_bytes(pickle.dumps(new))
+                         "storage_url": studies.storage_url(None, tmp_path), "state": "finished",
+                         "space_format": space_format})
     assert main(["best", "warm", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"# best trial #{study.best_trial.number} of study warm@2:" in out
