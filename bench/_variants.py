@@ -35,8 +35,8 @@ def variant(path: str | Path, *, name: str, trials: int | None = None,
 
 def search(space: Any, output: Path, fit: str = "trainers:fit", cpus: int | None = None) -> dict:
     """Run one search (the library path of `search run`) and measure it."""
-    from search import study as studies
-    from search.runner import RunOptions, run_search
+    from search.studies import study as studies
+    from search.lifecycle.runner import RunOptions, run_search
 
     start = time.time()
     outcome = run_search(space, RunOptions(output=str(output), new=True, fit=fit, live=False,

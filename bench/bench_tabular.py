@@ -4,7 +4,7 @@ MLP factory), same number of trials and epochs, several seeds; the best trial is
 the best validation accuracy, and its test accuracy (at its selected epoch) is reported.
 
 Arms:
-- `ours`: `search.runner.run_search` (the library path of `search run`: a local Ray, the
+- `ours`: `search.lifecycle.runner.run_search` (the library path of `search run`: a local Ray, the
   study, TPE, ASHA, trainers.fit with its defaults: one-cycle lr, label smoothing), tracking
   and stages off; its wall time includes starting and stopping Ray.
 - `optuna`: a hand-written Optuna loop: TPESampler(seed) + MedianPruner, a plain torch loop
@@ -86,8 +86,8 @@ def our_space(seed: int, trials: int, epochs: int, contract: str, own_kwargs: bo
 
 def run_ours(seed: int, trials: int, epochs: int, contract: str, own_kwargs: bool,
              cpus: int | None) -> dict:
-    from search import study as studies
-    from search.runner import RunOptions, run_search
+    from search.studies import study as studies
+    from search.lifecycle.runner import RunOptions, run_search
 
     space = our_space(seed, trials, epochs, contract, own_kwargs)
     with tempfile.TemporaryDirectory(prefix="bench-tabular-") as out:

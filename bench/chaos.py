@@ -6,7 +6,7 @@ until done, then check that no trial was lost or run twice and that MLflow match
 Each round is one search (digits, a small MLP, T trials x E epochs, two stages) killed at: the
 moment its run file appears (before Tune's first save), a random moment of the search, and
 inside each stage; with --extra K, K more kills at random delays after a resume starts
-(before the stage kills, so they land in Ray's start-up or the search). tests/search/test_chaos.py
+(before the stage kills, so they land in Ray's start-up or the search). tests/search/lifecycle/test_chaos.py
 runs one round. Prints one line per round and a total: kills survived, trials lost, duplicated.
 """
 from __future__ import annotations

@@ -166,7 +166,7 @@ class ToySpace:
     tracking: dict = field(default_factory=lambda: {"enabled": False})
     train: dict = field(default_factory=dict)  # more train settings, e.g. {"device": "cpu"}
     stages: list = field(default_factory=list)
-    space_format = "toy"  # how a run's record of it is read back (search/runs.py)
+    space_format = "toy"  # how a run's record of it is read back (search/lifecycle/runs.py)
 
     def to_yaml(self) -> str:
         import dataclasses

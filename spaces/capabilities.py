@@ -1,10 +1,10 @@
 """What each sampler, pruner and objective metric can do: the one source of these facts.
 
 Plain declarative data (no Optuna, no Ray, no torch), read by the space validator
-(spaces/sections.py) and by the run's builders (search/samplers.py, search/pruners.py,
-search/plan.py) alike, so that what `search validate` accepts `search run` accepts. Adding a
+(spaces/sections.py) and by the run's builders (search/studies/samplers.py, search/tune/pruners.py,
+search/lifecycle/plan.py) alike, so that what `search validate` accepts `search run` accepts. Adding a
 sampler or pruner: an entry here (its options with their defaults and what it can combine with),
-then its build function in search/samplers.py or search/pruners.py (a test checks both tables
+then its build function in search/studies/samplers.py or search/tune/pruners.py (a test checks both tables
 have the same names).
 """
 from __future__ import annotations

@@ -101,5 +101,5 @@ def test_no_import_cycles():
 def test_the_graph_is_read():
     g = graph()  # the reader sees real edges, so an empty answer above means something
     assert "trainers.errors" in g["spaces.errors"]
-    assert "spaces.capabilities" in g["search.samplers"]
+    assert "spaces.capabilities" in g["search.studies.samplers"]
     assert "trainers.errors" in g["search.errors"]

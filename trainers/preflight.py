@@ -6,7 +6,7 @@ trial starts, so that a mistake every trial would make is said once, in one line
 factory's model checked on a dry batch), sets up the run (optimiser, schedule, the augmentation
 refusing options the data cannot take) and runs one forward pass and loss on two real training
 samples, checking the model's logits against the data's classes. Any mistake is a TrainerError.
-Pure PyTorch: search/preflight.py calls it for spaces with user code (a data or model factory).
+Pure PyTorch: search/lifecycle/preflight.py calls it for spaces with user code (a data or model factory).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@
 Samples are N×F rows, N×C×L sequences or N×C×H×W images (`sources.from_tensors`). Every mistake
 (a generator, a class, a dict without the parts, float labels, object arrays, lengths that do
 not match, parts of different shapes) is one TrainerError line naming `data.factory`. Pure
-torch, so a search's driver calls it before any trial starts (search/preflight.py).
+torch, so a search's driver calls it before any trial starts (search/lifecycle/preflight.py).
 """
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ def open_search(args: argparse.Namespace):
     """(study name, output folder, the Optuna study) of the search the arguments name."""
     import optuna
 
-    from search import study as studies
-    from search.runs import locate
+    from search.studies import study as studies
+    from search.lifecycle.runs import locate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, output, url = locate(args.name, args.output, args.storage)

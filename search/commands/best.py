@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search import study as studies
+    from search.studies import study as studies
     from search.errors import UserError
-    from search.runs import space_of_trial
-    from search.summary import best_space
+    from search.lifecycle.runs import space_of_trial
+    from search.lifecycle.summary import best_space
 
     _, output, study = open_search(args)
     name = study.study_name  # after a warm start the successor study (NAME@2), not NAME

@@ -17,14 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.cluster import local_token
+    from search.cluster.connect import local_token
 
     local_token(args.address)  # before Ray is imported
     import optuna
 
     from search.commands.run import options_from, report, then_stages
-    from search.runner import resume_search
-    from search.runs import locate
+    from search.lifecycle.runner import resume_search
+    from search.lifecycle.runs import locate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, output, _ = locate(args.name, args.output)

@@ -50,7 +50,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace, **extra):
-    from search.runner import RunOptions
+    from search.lifecycle.runner import RunOptions
 
     return RunOptions(output=args.output, address=args.address, cpus=args.cpus,
                       live=False if args.plain else None,
@@ -58,8 +58,8 @@ def options_from(args: argparse.Namespace, **extra):
 
 
 def report(outcome, objectives) -> int:
-    from search.summary import run_summary
-    from search import study as studies
+    from search.lifecycle.summary import run_summary
+    from search.studies import study as studies
 
     study = studies.load_study(studies.open_storage(outcome.storage_url), outcome.study_name)
     print(run_summary(study, outcome.run_id, objectives))
@@ -73,12 +73,12 @@ def report(outcome, objectives) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.cluster import local_token
+    from search.cluster.connect import local_token
 
     local_token(args.address)  # before Ray is imported
     import optuna
 
-    from search.runner import run_search
+    from search.lifecycle.runner import run_search
     from spaces import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
 def then_stages(args: argparse.Namespace, outcome, code: int) -> int:
     """The space's enabled stages, when the search ended well and --no-stages is not given.
-    The run file says whether they are left (search/runs.py `unfinished`), so a driver killed
+    The run file says whether they are left (search/lifecycle/runs.py `unfinished`), so a driver killed
     before or during them is continued by `search resume`."""
-    from search.runs import read_run_file, write_run_file
+    from search.lifecycle.runs import read_run_file, write_run_file
 
     exp_dir = outcome.experiment_dir
     info = read_run_file(exp_dir)
@@ -136,6 +136,6 @@ def then_stages(args: argparse.Namespace, outcome, code: int) -> int:
 def trains_model(fit: str) -> bool:
     """False for a fit function that declares `trains_model = False` (no checkpoint a stage
     could start from, e.g. search.testing:known_work_fit)."""
-    from search.trainable import resolve_fit
+    from search.tune.trainable import resolve_fit
 
     return bool(getattr(resolve_fit(fit), "trains_model", True))

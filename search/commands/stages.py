@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.runs import locate
+    from search.lifecycle.runs import locate
 
     _, output, _ = locate(args.name, args.output, args.storage)
     return run_and_print(output, args.run, restart=args.restart, cpus=args.cpus,

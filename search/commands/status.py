@@ -1,5 +1,5 @@
 """`search status NAME`: trials by state, the best value, and whether a run is going on;
-`search status JOB --address URL`: a search submitted as a Ray Job (search/submit.py)."""
+`search status JOB --address URL`: a search submitted as a Ray Job (search/cluster/submit.py)."""
 from __future__ import annotations
 
 import argparse
@@ -24,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.submit import JOB_PREFIX
+    from search.cluster.submit import JOB_PREFIX
 
     if args.address or args.name.startswith(JOB_PREFIX):
         return job(args)
-    from search.plan import Objective
-    from search.runs import read_run_file, runs_of, unfinished
-    from search.summary import status_text
+    from search.lifecycle.plan import Objective
+    from search.lifecycle.runs import read_run_file, runs_of, unfinished
+    from search.lifecycle.summary import status_text
 
     _, output, study = open_search(args)
     runs = []
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 def job(args: argparse.Namespace) -> int:
     """The job's state line and log tail; with --follow its log until it ends (exit 0 when it
     succeeded, 1 otherwise)."""
-    from search.submit import describe, follow, job_status
+    from search.cluster.submit import describe, follow, job_status
 
     if args.follow:
         info = follow(args.address, args.name)

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from search.errors import UserError
-    from search.submit import describe, follow, submit
+    from search.cluster.submit import describe, follow, submit
     from search.urls import has_secret
 
     for flag, value in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config_file(args.config, overrides)
     else:
-        from search.usercode import check_user_code
+        from search.lifecycle.usercode import check_user_code
         from spaces import load_space
         space = load_space(args.file, filename=args.file)
         check_user_code(space)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 def own_fit(space, config: dict, checkpoint_dir: str | None) -> int:
     """One run of the space's `fit:` function, with the keywords it takes; its per-epoch
     metrics printed as they come."""
-    from search.usercode import fit_keywords, resolve_fit
+    from search.lifecycle.usercode import fit_keywords, resolve_fit
 
     fn = resolve_fit(space.fit, f"fit {space.fit}")
 

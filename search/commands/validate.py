@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from search.errors import UserError
-    from search import preflight
-    from search.usercode import DEFAULT_FIT, check_user_code, space_fit
+    from search.lifecycle import preflight
+    from search.lifecycle.usercode import DEFAULT_FIT, check_user_code, space_fit
     from spaces import SpaceError, load_space
     from trainers.errors import TrainerError
 

@@ -28,7 +28,7 @@ def forget(storage_url: str, name: str) -> None:
     """Delete the study (`--restart`)."""
     import optuna
 
-    from search import study as studies
+    from search.studies import study as studies
 
     storage = studies.open_storage(storage_url)
     if name in studies.study_names(storage):
@@ -38,7 +38,7 @@ def forget(storage_url: str, name: str) -> None:
 def _open(storage_url: str, name: str, seed: int | None, owner: dict, folder: Path):
     import optuna
 
-    from search import study as studies
+    from search.studies import study as studies
 
     storage = studies.open_storage(storage_url)
     if name in studies.study_names(storage):

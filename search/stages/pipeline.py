@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search.errors import UserError
-from search.plan import field_of
+from search.lifecycle.plan import field_of
 
 from .files import MODEL_FILE, PIPELINE_FILE, RESULT_FILE, plain, read_json, write_result
 from .placement import in_task, stage_resources, train_stage
@@ -36,8 +36,8 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     trial's checkpoint; resumes after the last finished stage unless `restart`."""
     import optuna
 
-    from search import study as studies
-    from search.runs import read_run_file, run_space
+    from search.studies import study as studies
+    from search.lifecycle.runs import read_run_file, run_space
     from search.tracking.stages import StageLog
 
     from .distill import forget, study_name
@@ -72,7 +72,7 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     runner.resources = stage_resources(space, address)
     if runner.resources is None:
         return runner.run(Outcome(run_folder.name, folder, source))
-    from search.cluster import ray_session
+    from search.cluster.connect import ray_session
 
     with ray_session(address, cpus):  # training stages run as tasks where the GPUs are
         return runner.run(Outcome(run_folder.name, folder, source))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from search.plan import Resources, resources_of
+from search.lifecycle.plan import Resources, resources_of
 
 
 def stage_resources(space: Any, address: str | None) -> Resources | None:
@@ -47,7 +47,7 @@ def in_task(resources: Resources, fn: Callable, *args: Any, **kwargs: Any) -> An
 
 def train_stage(stage: dict, previous: Any, threads: int) -> tuple[Any, list[dict]]:
     """In the task: the stage on `previous`, loading its data here; (model, epoch metrics)."""
-    from search.gpus import trial_cleanup
+    from search.cluster.gpus import trial_cleanup
     from trainers.stages import run_stage
 
     reports: list[dict] = []

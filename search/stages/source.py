@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search import study as studies
+from search.studies import study as studies
 from search.errors import UserError
-from search.plan import field_of
-from search.study import pareto_front
+from search.lifecycle.plan import field_of
+from search.studies.study import pareto_front
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def enabled_stages(space: Any) -> list[dict]:
 def pick_run(output: Path, run_id: str | None = None) -> Path:
     """The run folder of `run_id`, by default the newest; a UserError when there is none, or
     when it is still running."""
-    from search.runs import driver_alive, read_run_file, runs_of
+    from search.lifecycle.runs import driver_alive, read_run_file, runs_of
 
     runs = runs_of(output)
     if not runs:
@@ -50,7 +50,7 @@ def pick_run(output: Path, run_id: str | None = None) -> Path:
 
 def best_trial(trials: list, directions: list) -> Any | None:
     """The best COMPLETE trial: the first of the Pareto front ordered by the first objective
-    (search.study.front_key; with one objective simply the best)."""
+    (search.studies.study.front_key; with one objective simply the best)."""
     front = pareto_front(trials, directions)
     return front[0] if front else None
 
@@ -58,8 +58,8 @@ def best_trial(trials: list, directions: list) -> Any | None:
 def find_source(study, output: Path, run_folder: Path) -> Source:
     """The best trial of the study as it stood when `run_folder`'s run ended (later runs'
     trials left out) and its best.pt; UserError when there is no such trial or file."""
-    from search.runs import runs_of
-    from search.summary import best_checkpoint
+    from search.lifecycle.runs import runs_of
+    from search.lifecycle.summary import best_checkpoint
 
     names = [r.name for r in runs_of(output)]
     later = set(names[names.index(run_folder.name) + 1:]) if run_folder.name in names else set()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from search.plan import budget_of, field_of, max_epochs, objectives_of
+from search.lifecycle.plan import budget_of, field_of, max_epochs, objectives_of
 
 from .backend import artifact_location, normalise, open_client, redact, resolve_uri
 from .callback import TrackingCallback
@@ -172,8 +172,8 @@ def sync(output_dir: str | Path, *, tracking_uri: str | None = None,
 def relink(output: Path, settings: Settings, writer) -> int:
     """Point each study trial of the run at its MLflow run (user attr `mlflow_run_id`): trials
     recorded while the backend was away got no link then. How many links were written."""
-    from search import study as studies
-    from search.runs import read_run_file
+    from search.studies import study as studies
+    from search.lifecycle.runs import read_run_file
 
     from .tracker import RUN_ID_ATTR, TAG_NUMBER
 
@@ -207,7 +207,7 @@ def raise_unknown_run(output: Path, run_id: str | None) -> None:
 
 
 def output_folder(target: str | None, output: str | None) -> Path:
-    """The output folder a user names (search.runs.output_of)."""
-    from search.runs import output_of
+    """The output folder a user names (search.lifecycle.runs.output_of)."""
+    from search.lifecycle.runs import output_of
 
     return output_of(target, output)[1]

@@ -3,7 +3,7 @@
 and trial counts; the best trial's model registered with the alias `best`; the parent ended; the
 spool replayed if the backend was away.
 
-With several objectives "best" is the study's (search.study.best_trials): the Pareto front
+With several objectives "best" is the study's (search.studies.study.best_trials): the Pareto front
 ordered by the first objective, best = first. The parent then also gets the front as
 `pareto_front.csv` and the tag `search.pareto_front` (trial numbers, best first), summary.csv a
 `pareto` column, and every front member keeps its checkpoint.
@@ -98,11 +98,11 @@ def ranked(tracker: SearchTracker) -> list[TrialRecord]:
 
 
 def front_of(study: Any) -> list:
-    """The study's Pareto front, best first (search.study.best_trials), when it has several
+    """The study's Pareto front, best first (search.studies.study.best_trials), when it has several
     objectives; [] otherwise."""
     if study is None or len(getattr(study, "directions", ())) < 2:
         return []
-    from search.study import best_trials
+    from search.studies.study import best_trials
 
     return best_trials(study)
 

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from search import study as studies
-from search.study import FIRST_TUNE_ID
+from search.studies import study as studies
+from search.studies.study import FIRST_TUNE_ID
 
 from .checkpoints import TopK
 from .runs import PARENT, flatten, metrics_of, params_of, stage_key, tags_of, trial_key
@@ -27,7 +27,7 @@ TAG_SCORE, TAG_CKPT, TAG_CKPT_DIR = "search.score", "search.checkpoint", "search
 TAG_NUMBER, TAG_TUNE_ID = "optuna.trial_number", "tune.trial_id"
 TAG_DEVICE = "search.device"
 RUN_ID_ATTR = studies.MLFLOW_RUN_ID  # Optuna user attribute pointing at the child run
-# Result keys of search/trainable.py: the last result of a trial that ended by itself carries
+# Result keys of search/tune/trainable.py: the last result of a trial that ended by itself carries
 # FINISHED_KEY, one that failed in a known way FAIL_KEY, and the objective at the selected
 # epoch is FINAL_PREFIX + metric.
 FINISHED_KEY, FAIL_KEY, FINAL_PREFIX = "trial_finished", "fail_reason", "final_"

@@ -6,7 +6,7 @@ import sys
 
 os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"})
 
-from search.runner import RunOptions, run_search  # noqa: E402
+from search.lifecycle.runner import RunOptions, run_search  # noqa: E402
 from search.testing import ToySpace  # noqa: E402
 
 SPACE = dict(name="killed", trials=8, epochs=4, sampler_name="random", pruner_name="none",

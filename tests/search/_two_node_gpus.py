@@ -17,10 +17,10 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from search import gpus  # noqa: E402
 from search.errors import UserError  # noqa: E402
-from search.plan import Budget, Objective, Resources, concurrency, spread  # noqa: E402
+from search.lifecycle.plan import Budget, Objective, Resources, concurrency, spread  # noqa: E402
 from search.stages.placement import in_task, train_stage  # noqa: E402
 from search.testing import ToySpace  # noqa: E402
-from search.trainable import TrialPlan  # noqa: E402
+from search.tune.trainable import TrialPlan  # noqa: E402
 
 STORE = 80 * 1024 ** 2
 

@@ -13,7 +13,7 @@ os.environ.pop("SEARCH_STORAGE", None)
 
 import pytest  # noqa: E402
 
-from search.runner import RunOptions  # noqa: E402
+from search.lifecycle.runner import RunOptions  # noqa: E402
 
 FIT = "search.testing:known_work_fit"
 
@@ -22,7 +22,7 @@ FIT = "search.testing:known_work_fit"
 def ray_cluster():
     import ray
 
-    from search.cluster import quiet_environment
+    from search.cluster.connect import quiet_environment
 
     quiet_environment()
     started = not ray.is_initialized()

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from search import study as studies
+from search.studies import study as studies
 from search import urls
 from search.errors import UserError
 

@@ -1,0 +1,182 @@
+"""The pruner registry: the space's `pruner.name` → a Ray Tune trial scheduler.
+
+Early stopping is Tune's job (Optuna's own pruners never run inside Tune). Every scheduler
+counts time in epochs (`training_iteration`, which the trainable sets to the epoch number) and
+watches the first objective. `pbt` is a mode of its own: it cannot share the run with a
+searcher, so its population is sampled up front and its mutations come from the space.
+What each pruner can do (its options and their defaults, a searcher beside it, several
+objectives) is its entry in spaces/capabilities.py, which the space validator reads too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from search.errors import UserError
+from search.lifecycle.plan import EPOCH_METRICS, Objective, field_of
+from spaces.capabilities import PRUNERS as CAPS, PrunerCaps, mutable
+
+TIME_ATTR = "training_iteration"
+
+
+@dataclass(frozen=True)
+class PrunerInfo:
+    caps: PrunerCaps  # what it can do, shared with the space validator
+    build: Callable[[dict, Objective, int, Any], Any]  # (section, objective, max_t, space)
+    # (section, max_t) -> trials the scheduler needs started at once, running or paused
+    holds: Callable[[dict, int], int] | None = None
+
+    name = property(lambda self: self.caps.name)
+    doc = property(lambda self: self.caps.doc)
+    uses_searcher = property(lambda self: self.caps.uses_searcher)
+    watches_metric = property(lambda self: self.caps.watches_metric)
+
+
+def _asha(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import ASHAScheduler
+
+    caps = CAPS["asha"]
+    grace = min(int(caps.value(section, "grace_period")), max_t)
+    return ASHAScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
+                         grace_period=grace,
+                         reduction_factor=float(caps.value(section, "reduction_factor")),
+                         brackets=int(caps.value(section, "brackets")))
+
+
+def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import HyperBandScheduler
+
+    return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
+                              reduction_factor=float(CAPS["hyperband"].value(
+                                  section, "reduction_factor")))
+
+
+def _hyperband_holds(section: dict, max_t: int) -> int:
+    """Trials in HyperBand's first (largest) bracket: Tune's own n0 for s = s_max. A bracket is
+    halved only when all its trials reached the milestone, the early ones paused meanwhile; if
+    Tune may start no more trials than run at once, the bracket never fills and nothing is
+    pruned (with 2 slots: brackets of 2)."""
+    eta = float(CAPS["hyperband"].value(section, "reduction_factor"))
+    s_max_1 = int(round(math.log(max(1, max_t)) / math.log(eta))) + 1
+    s = s_max_1 - 1
+    return int(math.ceil(s_max_1 / (s + 1) * eta ** s))
+
+
+def _median(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import MedianStoppingRule
+
+    # time_attr in epochs: Tune's default counts the grace period in seconds.
+    return MedianStoppingRule(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
+                              grace_period=float(CAPS["median"].value(section,
+                                                                      "grace_period")),
+                              min_samples_required=3)
+
+
+def _none(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    # Synchronous: members exploit and explore when all of them reached the same epoch, so a
+    # seed gives one population history. Ray's asynchronous default decides by whichever
+    # member reports first (start-up and load make that differ from run to run) and may find
+    # no member to copy at all when one member runs ahead of the others.
+    return PopulationBasedTraining(
+        time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
+        perturbation_interval=float(CAPS["pbt"].value(section, "perturbation_interval")),
+        quantile_fraction=float(CAPS["pbt"].value(section, "quantile_fraction")),
+        hyperparam_mutations={"params": mutations_of(space)}, synch=True, log_config=False)
+
+
+def mutations_of(space: Any) -> dict[str, Any]:
+    """PBT's hyperparam_mutations: a Tune domain per searched parameter that can change in the
+    middle of training (optimiser settings, regularisation, augmentation, ...)."""
+    from optuna import distributions as d
+    from ray import tune
+
+    dists = space.distributions()
+    if dists is None:
+        raise UserError("pruner.name: pbt needs a space without conditional parameters (a "
+                        "mutation may not switch a parameter on or off); use asha, or fix the "
+                        "choice that the conditional parameters depend on")
+    paths = {p.name: p.path for p in getattr(space, "params", [])}
+    dists = {name: dist for name, dist in dists.items() if mutable(paths.get(name, name))}
+    if not dists:
+        raise UserError("pruner.name: pbt needs a searched parameter it can change mid-training "
+                        "(an optimizer, regularization or augment setting), got none; model and "
+                        "data settings cannot change under a running checkpoint")
+    out: dict[str, Any] = {}
+    for name, dist in dists.items():
+        if isinstance(dist, d.CategoricalDistribution):
+            out[name] = list(dist.choices)
+        elif isinstance(dist, d.IntDistribution):
+            out[name] = (tune.lograndint(dist.low, dist.high + 1) if dist.log
+                         else tune.qrandint(dist.low, dist.high, dist.step))
+        elif dist.log:
+            out[name] = tune.loguniform(dist.low, dist.high)
+        elif dist.step is not None:
+            out[name] = tune.quniform(dist.low, dist.high, dist.step)
+        else:
+            out[name] = tune.uniform(dist.low, dist.high)
+    return out
+
+
+_BUILDS = {"asha": _asha, "hyperband": _hyperband, "median": _median, "none": _none,
+           "pbt": _pbt}
+_HOLDS = {"hyperband": _hyperband_holds}
+PRUNERS: dict[str, PrunerInfo] = {name: PrunerInfo(caps, _BUILDS[name], _HOLDS.get(name))
+                                  for name, caps in CAPS.items()}
+
+
+def pruner_info(space: Any) -> PrunerInfo:
+    name = field_of(field_of(space, "pruner", {}) or {}, "name", "asha")
+    info = PRUNERS.get(name)
+    if info is None:
+        raise UserError(f"pruner.name: unknown pruner {name!r}; expected one of "
+                        f"{', '.join(PRUNERS)}")
+    return info
+
+
+def started_at_once(space: Any, max_t: int, slots: int, capped: bool) -> int:
+    """Tune's max_concurrent_trials: the trials that run at once, or more for a scheduler that
+    pauses trials and needs many started (the extra ones wait for a CPU, which a paused trial
+    gives back). Not above the user's own `resources.max_concurrent` (`capped`): Tune's one
+    limit also caps the running trials."""
+    info = pruner_info(space)
+    if info.holds is None or capped:
+        return slots
+    return max(slots, info.holds(field_of(space, "pruner", {}) or {}, max(1, int(max_t))))
+
+
+def holding_note(space: Any, max_t: int, started: int) -> str | None:
+    """A line for the user when the scheduler needs more trials started than it may have."""
+    info = pruner_info(space)
+    if info.holds is None:
+        return None
+    need = info.holds(field_of(space, "pruner", {}) or {}, max(1, int(max_t)))
+    if started >= need:
+        return None
+    return (f"note: pruner {info.name} halves a bracket of up to {need} trials once all of them "
+            f"reached its milestone, but resources.max_concurrent lets {started} start at once: "
+            "it will prune little; use asha, or a larger max_concurrent")
+
+
+def build_scheduler(space: Any, objective: Objective, max_t: int, n_objectives: int = 1):
+    """The Tune scheduler for the space's pruner, watching `objective` (the first of
+    `n_objectives`) over `max_t` epochs."""
+    section = field_of(space, "pruner", {}) or {}
+    info = pruner_info(space)
+    if n_objectives > 1 and not info.caps.multi_objective:
+        raise UserError(f"pruner.name: {info.name} needs a single objective, the space has "
+                        f"{n_objectives}; use pruner name none")
+    if info.watches_metric and objective.metric not in EPOCH_METRICS:
+        raise UserError(f"pruner.name: {info.name} compares trials epoch by epoch on the first "
+                        f"objective, but {objective.metric!r} is only known when a trial ends; "
+                        f"put an epoch metric ({', '.join(EPOCH_METRICS[:3])}) first or use "
+                        "pruner none")
+    return info.build(section, objective, max(1, int(max_t)), space)

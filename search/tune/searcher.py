@@ -1,0 +1,280 @@
+"""A Ray Tune Searcher over a persistent Optuna study, with the trial states told right.
+
+Ray's own OptunaSearch tells a trial that a scheduler stopped as COMPLETE with its last,
+partial-budget value, which feeds the sampler low-fidelity results as if they were final. This
+searcher uses Optuna's ask/tell with the space's define-by-run function and tells:
+
+- COMPLETE, with the objective at the trial's *selected* epoch (the epoch whose model the trainer
+  keeps and tests, FitResult.best_epoch), only when the trial finished by itself (its last
+  result carries `trial_finished`);
+- PRUNED, keeping the intermediate values reported every epoch, when a scheduler (or the time
+  budget, or the target) stopped it; Optuna then ranks it by its last intermediate value;
+- FAIL with the user attribute `fail_reason` when it failed;
+- PRUNED with the user attribute `out_of_memory` (the reason) when it ran out of memory: TPE
+  ranks a pruned trial without epochs below every trial that reported one, so the sampler
+  moves away from configurations that do not fit (a FAIL would be ignored by every sampler).
+
+The Tune trial id ↔ Optuna number mapping lives in the study (user attrs `tune_trial_id`,
+`run_id`), so a restored searcher rebuilds it from the database, not from memory.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from ray.tune.search import Searcher
+
+from search.studies import study as studies
+from search.lifecycle.plan import Objective
+from search.studies.study import FIRST_TUNE_ID, RESUME_FROM  # noqa: F401 - re-exported
+
+FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended by itself
+FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
+FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
+NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
+OOM_KEY = "out_of_memory"         # in a trial's last result when it ran out of memory
+RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
+            studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb")
+
+
+def trial_dirname(trial) -> str:
+    """Tune trial folders named by id alone: short, and findable from the id."""
+    return f"trial_{trial.trial_id}"
+
+
+def error_reason(experiment_dir: str | None, tune_id: str) -> str:
+    """Why a trial errored, from the line the trainable left beside its Tune folder."""
+    if experiment_dir:
+        path = Path(experiment_dir, f"trial_{tune_id}", "fail_reason.txt")
+        if path.is_file():
+            return path.read_text().strip()
+    return (f"Ray could not run Tune trial {tune_id} (an error outside training, e.g. its "
+            "worker died or its checkpoint was missing); see Tune's error.txt for the trial")
+
+
+def unfit_objective(result: dict, objectives: Sequence[Objective]) -> str | None:
+    """Why a finished trial's result cannot be told COMPLETE (an objective that is missing, NaN
+    or infinite at the selected epoch), else None. The live view and the study both ask this,
+    so the console never calls COMPLETE what the study records as FAIL."""
+    for o in objectives:
+        v = result.get(FINAL_PREFIX + o.metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"objective {o.metric} is {v} at the selected epoch"
+    return None
+
+
+def conclude(study, number: int, objectives: Sequence[Objective], result: dict | None,
+             error_text: str | None = None) -> str:
+    """Tell the study how trial `number` ended, from its last Tune result. Returns the state
+    told. A trial already finished in the study (told before a restart) is left alone."""
+    from optuna.trial import TrialState
+
+    frozen = study.get_trials(deepcopy=False)[number]
+    if frozen.state.is_finished():
+        return frozen.state.name
+    result = result or {}
+    reason = error_text or result.get(FAIL_KEY)
+    if reason:
+        studies.fail(study, number, str(reason))
+        return "FAIL"
+    trial = studies.live(study, number)
+    if result.get(NODE_KEY):
+        trial.set_user_attr(NODE_KEY, result[NODE_KEY])
+    if result.get(OOM_KEY):
+        trial.set_user_attr(OOM_KEY, str(result[OOM_KEY])[:1000])
+        study.tell(number, state=TrialState.PRUNED)
+        return "PRUNED"
+    if result.get(FINISHED_KEY):
+        values = [result.get(FINAL_PREFIX + o.metric) for o in objectives]
+        bad = unfit_objective(result, objectives)
+        if bad:
+            studies.fail(study, number, bad)
+            return "FAIL"
+        for key in RECORDED:
+            if result.get(key) is not None:
+                trial.set_user_attr(key, result[key])
+        study.tell(number, [float(v) for v in values], state=TrialState.COMPLETE)
+        return "COMPLETE"
+    trial.set_user_attr(studies.STOPPED_AT_EPOCH, result.get("training_iteration"))
+    study.tell(number, state=TrialState.PRUNED)
+    return "PRUNED"
+
+
+class StudySearcher(Searcher):
+    """Suggests `{"params": {...}}` from an Optuna study and tells it each trial's end.
+
+    Picklable: Tune pickles the searcher with the Tuner and at every experiment checkpoint
+    (never read back by us: `search resume` starts from the study); the open study and live
+    Optuna trials are dropped and reopened from `storage_url`.
+    """
+
+    def __init__(self, space: Any, *, storage_url: str, study_name: str, run_id: str,
+                 objectives: Sequence[Objective], max_trials: int,
+                 experiment_dir: str | None = None):
+        multi = len(objectives) > 1
+        metrics = [o.metric for o in objectives]
+        modes = [o.mode for o in objectives]
+        super().__init__(metric=metrics if multi else metrics[0],
+                         mode=modes if multi else modes[0])
+        self.space = space
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self.run_id = run_id
+        self.objectives = tuple(objectives)
+        self.max_trials = max_trials
+        self.experiment_dir = experiment_dir
+        self._study = None
+        self._numbers: dict[str, int] = {}    # Tune trial id -> Optuna trial number
+        self._steps: dict[int, set] = {}      # steps already reported per trial number
+        self._live: dict[int, Any] = {}       # Optuna Trial objects of running trials
+        self._last: dict[str, dict] = {}      # Tune trial id -> its latest result
+
+    # -- the study, opened lazily (also after unpickling) ---------------------------------------
+    @property
+    def study(self):
+        if self._study is None:
+            from search.studies.samplers import build_sampler
+
+            storage = studies.open_storage(self.storage_url)
+            n_existing = len(storage.get_all_trials(
+                storage.get_study_id_from_name(self.study_name), deepcopy=False))
+            sampler = build_sampler(self.space, len(self.objectives), n_existing)
+            self._study = studies.load_study(storage, self.study_name, sampler=sampler)
+            self._rebuild()
+        return self._study
+
+    def _rebuild(self) -> None:
+        """The id mapping and reported steps, from the study's user attributes."""
+        self._numbers, self._steps, self._live = {}, {}, {}
+        for t in studies.of_run(self._study.get_trials(deepcopy=False), self.run_id):
+            tune_id = t.user_attrs.get(studies.TUNE_TRIAL_ID)
+            if tune_id:
+                self._numbers[tune_id] = t.number
+                self._steps[t.number] = set(t.intermediate_values)
+
+    def _trial(self, number: int):
+        if number not in self._live:
+            self._live[number] = studies.live(self.study, number)
+        return self._live[number]
+
+    def number_of(self, tune_id: str) -> int | None:
+        self.study  # noqa: B018 - opening rebuilds the mapping
+        return self._numbers.get(tune_id)
+
+    # -- Searcher interface --------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        study = self.study
+        sampler = study.sampler
+        trial = self._adopt_orphan()  # before all else: a killed driver's trials finish first
+        extra = {}
+        if trial is not None:
+            attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
+            if attrs.get(RESUME_FROM):
+                extra[RESUME_FROM] = attrs[RESUME_FROM]
+        else:
+            if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
+                return Searcher.FINISHED  # a grid with every point taken
+            # The run's budget is counted in the study, not in Tune's saved counter: after a
+            # killed driver, trials Tune never saved still count.
+            if len(self._numbers) >= self.max_trials:
+                return Searcher.FINISHED
+            trial = self._ask()
+        trial.set_user_attr(studies.TUNE_TRIAL_ID, trial_id)
+        trial.set_user_attr(studies.RUN_ID, self.run_id)
+        self._numbers[trial_id] = trial.number
+        self._steps.setdefault(trial.number, set())
+        self._live[trial.number] = trial
+        return {"params": dict(trial.params), **extra}
+
+    def _ask(self, attempts: int = 20):
+        """A new trial whose sampled config the space accepts. A config that breaks one of the
+        space's cross-field rules is recorded as FAIL (the sampler learns to avoid it) and
+        another is asked for."""
+        from search.errors import UserError
+
+        last = ""
+        for _ in range(attempts):
+            trial = studies.ask(self.study, self.run_id)
+            try:
+                self.space.define_by_run(trial)
+                return trial
+            except UserError as err:
+                last = str(err)
+                studies.fail(self.study, trial.number, f"invalid config: {last}")
+        raise UserError(f"space {self.study_name}: {attempts} sampled configs in a row broke the "
+                        f"space's rules (last: {last}); narrow the ranges that conflict")
+
+    def _adopt_orphan(self):
+        """A RUNNING trial of this run that lost its Tune trial when the driver died (the
+        resume marked it with an empty tune_trial_id): run its parameters again under a new
+        Tune trial instead of leaving it RUNNING or wasting its number."""
+        from optuna.trial import TrialState
+
+        from search.errors import UserError
+
+        for t in studies.of_run(self.study.get_trials(deepcopy=False), self.run_id):
+            if t.state == TrialState.RUNNING and t.user_attrs.get(studies.TUNE_TRIAL_ID) == "":
+                trial = self._trial(t.number)
+                try:  # a driver killed while sampling left it with only some of its params
+                    self.space.define_by_run(trial)
+                except UserError as err:
+                    studies.fail(self.study, t.number, f"invalid config: {err}")
+                    continue
+                self._steps[t.number] = set(t.intermediate_values)
+                return trial
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._last[trial_id] = result
+        if len(self.objectives) > 1:  # Optuna keeps no intermediate values for several
+            return
+        number = self.number_of(trial_id)
+        value, step = result.get(self.objectives[0].metric), result.get("training_iteration")
+        if number is None or step is None or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or step in self._steps.get(number, ()):
+            return
+        if self.study.get_trials(deepcopy=False)[number].state.is_finished():
+            return
+        self._trial(number).report(float(value), int(step))
+        self._steps.setdefault(number, set()).add(step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        number = self.number_of(trial_id)
+        if number is None:
+            return
+        if result:  # Tune skips on_trial_result for the result on which a scheduler stops
+            self.on_trial_result(trial_id, result)
+        else:  # a PAUSED trial stopped (HyperBand) comes without one: it ended on its latest
+            result = self._last.get(trial_id)
+        self._last.pop(trial_id, None)
+        reason = error_reason(self.experiment_dir, trial_id) if error else None
+        conclude(self.study, number, self.objectives, result, reason)
+        self._live.pop(number, None)
+
+    # -- persistence ---------------------------------------------------------------------------
+    # The state is JSON whatever name Tune gives the file: nothing we write is unpickled.
+    def save(self, checkpoint_path: str) -> None:
+        state = {"storage_url": self.storage_url, "study_name": self.study_name,
+                 "run_id": self.run_id, "experiment_dir": self.experiment_dir}
+        with open(checkpoint_path, "w") as f:
+            json.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self.storage_url = state["storage_url"]
+        self.study_name = state["study_name"]
+        self.run_id = state["run_id"]
+        self.experiment_dir = state.get("experiment_dir") or self.experiment_dir
+        self._study = None  # reopened (and the mapping rebuilt) on first use
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_last": {}, **state})  # pickled before `_last` existed

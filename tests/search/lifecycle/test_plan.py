@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+from ray import tune
+
+from search.errors import UserError
+from search.lifecycle.plan import (Budget, Resources, budget_of, concurrency, epochs_cap, objectives_of,
+                         resources_of)
+from search.testing import ToySpace
+
+
+def test_objectives_accept_one_or_several():
+    one = objectives_of({"objective": {"metric": "val_loss", "direction": "minimize"}})
+    assert [(o.metric, o.mode) for o in one] == [("val_loss", "min")]
+    two = objectives_of({"objective": [{"metric": "val_accuracy", "direction": "maximize"},
+                                       {"metric": "num_params", "direction": "minimize"}]})
+    assert [o.direction for o in two] == ["maximize", "minimize"]
+    assert two[0].better(0.9, 0.8) and two[1].better(10, 20)
+
+
+def test_bad_objective_is_a_user_error():
+    with pytest.raises(UserError, match=r"objective\[0\].*direction"):
+        objectives_of({"objective": {"metric": "val_loss", "direction": "upwards"}})
+    with pytest.raises(UserError, match=r"objective\[0\].*direction"):  # spaces refuses it too
+        objectives_of({"objective": {"metric": "val_loss", "direction": "max"}})
+
+
+def test_budget_and_epochs_cap():
+    budget = budget_of(ToySpace(trials=7, budget={"max_epochs": 2, "time_limit": 30}))
+    assert budget == Budget(7, 2, 30.0, None)
+    capped = epochs_cap({"train": {"epochs": 5, "seed": 1}}, budget)
+    assert capped["train"] == {"epochs": 2, "seed": 1}
+    assert epochs_cap({"train": {"epochs": 1}}, budget)["train"]["epochs"] == 1
+    with pytest.raises(UserError, match="budget.trials"):
+        budget_of({"budget": {"trials": 0}})
+
+
+def test_fractional_gpu_request_is_what_ray_gets_without_a_gpu():
+    res = resources_of({"resources": {"cpu": 2, "gpu": 0.25, "max_concurrent": None}})
+    assert res.request() == {"CPU": 2.0, "GPU": 0.25}
+    assert res.threads == 2
+    trainable = tune.with_resources(lambda config: None, res.request())
+    pgf = trainable._resources  # the PlacementGroupFactory Tune schedules each trial with
+    assert pgf.required_resources == {"CPU": 2.0, "GPU": 0.25}
+    assert pgf.bundles == [{"CPU": 2.0, "GPU": 0.25}]
+    # four such trials share one GPU, bounded by CPUs first
+    assert concurrency(res, {"CPU": 16, "GPU": 1}) == 4
+    assert concurrency(res, {"CPU": 4, "GPU": 1}) == 2
+
+
+def test_concurrency_fits_the_cluster_and_max_concurrent():
+    assert concurrency(Resources(1, 0, None), {"CPU": 2}) == 2
+    assert concurrency(Resources(1, 0, 1), {"CPU": 2}) == 1
+    assert concurrency(Resources(0.5, 0, None), {"CPU": 2}) == 4
+    with pytest.raises(UserError, match="resources.gpu: each trial asks for 0.25 GPUs but"):
+        concurrency(Resources(1, 0.25, None), {"CPU": 2})
+    with pytest.raises(UserError, match="resources.cpu"):
+        concurrency(Resources(4, 0, None), {"CPU": 2})
+
+
+def test_more_than_one_gpu_per_trial_is_refused():
+    for gpu in (1.5, 2):
+        with pytest.raises(UserError, match=f"resources.gpu: a trial trains on one GPU, got "
+                                            f"{gpu:g}; use gpu: 1"):
+            resources_of({"resources": {"cpu": 1, "gpu": gpu}})
