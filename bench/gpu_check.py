@@ -15,6 +15,9 @@ Imports only `trainers` and torch (the GPU machine has no Ray, Optuna or MLflow)
 (c) Among packed processes, one allocating more than its share: it fails with
     OutOfMemoryError, the others finish their training.
 (d) Batches copied GPU -> CPU by `iterate_batches` equal `.cpu()` of the same rows.
+(e) 8-bit images held compact on the GPU (uint8, normalised per batch there: what
+    `load_data` does for MNIST, CIFAR, ...) against the same images held as float32: the
+    shuffled batches equal bit for bit, the memory held, and `trainers.fit` samples/s on each.
 
 Prints a table and writes the figures as JSON to --out. `--quick` runs the same code on the
 CPU with tiny sizes (1 and 2 packed processes; the out-of-memory process raises torch's error
@@ -45,9 +48,9 @@ from trainers.devices import MEMORY_FRACTION_ENV  # noqa: E402
 
 FORBIDDEN = ("ray", "optuna", "mlflow", "search", "spaces")
 FULL = {"samples": 50_000, "size": 28, "epochs": 4, "batch": 128, "packed": (1, 4, 8),
-        "oom_procs": 3, "copy_rows": 200_000}
+        "oom_procs": 3, "copy_rows": 200_000, "pixels": 60_000}
 QUICK = {"samples": 1_200, "size": 12, "epochs": 2, "batch": 64, "packed": (1, 2),
-         "oom_procs": 2, "copy_rows": 4_000}
+         "oom_procs": 2, "copy_rows": 4_000, "pixels": 1_500}
 
 
 def synthetic(n: int, size: int, device: torch.device, seed: int = 0) -> Data:
@@ -215,6 +218,44 @@ def copies(sizes: dict, device: torch.device) -> dict:
     return {"batches": len(batches), "equal": equal}
 
 
+def uint8_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A data factory (`data.factory`): n gray uint8 images of ten classes (noise around a
+    class-dependent brightness), as MNIST-like files give them."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.randn(n, size, size, generator=g) * 40 + 80 + 10 * y.view(-1, 1, 1)
+    return x.clamp(0, 255).to(torch.uint8), y
+
+
+def compact(sizes: dict, device: torch.device) -> dict:
+    """(e): one factory's uint8 images loaded compact and as float32 on the device."""
+    from trainers.datasets import load_data
+
+    cfg = {"dataset": "factory", "factory": f"{__name__}:uint8_images",
+           "kwargs": {"n": sizes["pixels"], "size": sizes["size"]}, "in_memory_mb": 8192.0}
+    held = {True: load_data(cfg, device=device), False: load_data(cfg, device=device,
+                                                                  compact=False)}
+    batches = {form: iterate_batches(d.train, sizes["batch"], shuffle=True,
+                                     generator=torch.Generator(device).manual_seed(5))
+               for form, d in held.items()}
+    equal = all(torch.equal(a, b) and torch.equal(ya, yb) for (a, ya), (b, yb) in
+                zip(batches[True], batches[False], strict=True))
+    row = {"samples": len(held[True].train), "equal": equal,
+           "compact": held[True].train.compact and not held[False].train.compact,
+           "train_mb": {"uint8": held[True].train.nbytes / 2 ** 20,
+                        "float32": held[False].train.nbytes / 2 ** 20}}
+    torch.manual_seed(0)
+    model0 = build_model({"name": "cnn"}, in_channels=1, num_classes=10,
+                         image_size=(sizes["size"], sizes["size"]))
+    for form, name in ((True, "uint8"), (False, "float32")):
+        got = fit(same_work(device, "fp32", sizes["epochs"], sizes["batch"]), data=held[form],
+                  model=copy.deepcopy(model0).to(device))
+        row[name] = {"fit_samples_per_s": settled([h["samples_per_sec"] for h in got.history]),
+                     "val_accuracy": got.best_val_accuracy}
+    row["ratio"] = row["uint8"]["fit_samples_per_s"] / row["float32"]["fit_samples_per_s"]
+    return row
+
+
 def table(report: dict) -> str:
     lines = [f"device {report['device']}  torch {report['torch']}  "
              f"{'quick (CPU)' if report['quick'] else 'full'}  {report['seconds']:.0f} s",
@@ -232,6 +273,11 @@ def table(report: dict) -> str:
                  f"{' (simulated)' if o['simulated'] else ''}")
     c = report["copies"]
     lines.append(f"(d) GPU->CPU batches equal .cpu(): {c['equal']} ({c['batches']} batches)")
+    e = report["compact"]
+    lines.append(f"(e) uint8 held compact: batches equal float32's: {e['equal']}, train split "
+                 f"{e['train_mb']['uint8']:.1f} MiB vs {e['train_mb']['float32']:.1f} MiB, fit "
+                 f"samples/s {e['uint8']['fit_samples_per_s']:.0f} vs "
+                 f"{e['float32']['fit_samples_per_s']:.0f} (uint8/float32 {e['ratio']:.3f})")
     return "\n".join(lines)
 
 
@@ -256,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sizes": sizes,
               "fit_vs_loop": fit_vs_loop(sizes, device), "packing": packing(sizes, device),
-              "oom": oom_isolation(sizes, device), "copies": copies(sizes, device)}
+              "oom": oom_isolation(sizes, device), "copies": copies(sizes, device),
+              "compact": compact(sizes, device)}
     report["imported"] = sorted(m for m in FORBIDDEN if m in sys.modules)
     report["seconds"] = time.perf_counter() - started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """The two forms of a split and the one way to read it in mini-batches.
 
-* `TensorSplit`: normalised float32 images and int64 labels already on the training device.
-  Batches are slices (or a gather by a random permutation) on that device: no DataLoader, no
-  workers, no per-sample Python work. Used whenever the data fits `data.in_memory_mb`.
+* `TensorSplit`: samples and int64 labels already on the training device. Batches are slices
+  (or a gather by a random permutation) on that device: no DataLoader, no workers, no
+  per-sample Python work. Used whenever the data fits `data.in_memory_mb`. The samples are
+  normalised float32, or, for 8-bit images (`Pixels`), the raw uint8 values at a quarter of the
+  memory, each batch normalised on the device as it is cut (the same float32 operations in the
+  same order as the float form applies once to the whole split, so both give the same bits).
 * `DatasetSplit`: indices into a Dataset of raw images; a DataLoader with `num_workers` workers
   resizes and normalises each sample (`Prepare`), pinned memory when the target is CUDA.
 
@@ -61,12 +64,50 @@ class _Transformed(Dataset):
         return self.transform(x), int(y)
 
 
-class TensorSplit:
-    """A split held in memory: `x` (N×C×H×W float32, normalised) and `y` (N, int64), one device;
-    `indices` (optional) are the samples' positions in the dataset."""
+class Pixels:
+    """How the uint8 samples of a compact split become the model's inputs, batch by batch on
+    the split's device: `x.float() / scale`, then `(x - mean) / std` per channel. These are the
+    operations, in the order, that `datasets.load_data` applies to a float split (divide when
+    it materialises the images, then subtract and divide in place), so a compact batch equals
+    the float batch bit for bit."""
 
-    def __init__(self, x: Tensor, y: Tensor, indices: Tensor | None = None) -> None:
-        self.x, self.y, self.indices = x, y, indices
+    def __init__(self, scale: float, mean: Tensor, std: Tensor, device: torch.device) -> None:
+        self.scale = float(scale)
+        view = (1, -1, 1, 1)
+        self.mean = mean.to(device=device, dtype=torch.float32).view(view)
+        self.std = std.to(device=device, dtype=torch.float32).view(view)
+
+    def __call__(self, xb: Tensor) -> Tensor:
+        return (xb.float() / self.scale).sub_(self.mean).div_(self.std)
+
+
+class TensorSplit:
+    """A split held in memory on one device: samples and `y` (N, int64); `indices` (optional)
+    are the samples' positions in the dataset. The samples are `stored` as given: normalised
+    float32 (N×C×H×W images, N×C×L sequences, N×F rows), or with `pixels` raw N×C×H×W uint8
+    images that `pixels` normalises per batch (`iterate_batches` does)."""
+
+    def __init__(self, x: Tensor, y: Tensor, indices: Tensor | None = None,
+                 pixels: Pixels | None = None) -> None:
+        if pixels is not None and (x.dtype != torch.uint8 or x.dim() != 4):
+            raise ValueError(f"a compact split holds N×C×H×W uint8 images, got {x.dtype} of "
+                             f"shape {tuple(x.shape)}")
+        self.stored, self.y, self.indices, self.pixels = x, y, indices, pixels
+
+    @property
+    def x(self) -> Tensor:
+        """All samples, normalised float32 (a compact split decodes a new tensor on each
+        access: for looking at a few samples, not for training loops)."""
+        return self.stored if self.pixels is None else self.pixels(self.stored)
+
+    @property
+    def compact(self) -> bool:
+        return self.pixels is not None
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the samples take on their device."""
+        return self.stored.numel() * self.stored.element_size()
 
     def __len__(self) -> int:
         return len(self.y)
@@ -77,7 +118,7 @@ class TensorSplit:
 
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        return self.stored.device
 
 
 class DatasetSplit:
@@ -125,6 +166,7 @@ def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
                     device: torch.device | str | None = None,
                     drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (x float32 normalised, y int64) batches on `device` (None: where the split lives).
+    A compact split's batch is normalised where the split lives, then moved.
 
     With `shuffle` the order is `torch.randperm(len(split), generator=generator)`: the same
     generator state gives the same batches for both split forms. `drop_last` drops a final
@@ -144,7 +186,7 @@ def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
 
 def _tensor_batches(split: TensorSplit, batch_size: int, order: Tensor | None, stop: int,
                     target: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    x, y = split.x, split.y
+    x, y, decode = split.stored, split.y, split.pixels
     if order is not None:
         order = order.to(x.device)
     moving = target != x.device
@@ -154,6 +196,8 @@ def _tensor_batches(split: TensorSplit, batch_size: int, order: Tensor | None, s
         else:
             idx = order[start:start + batch_size]
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        if decode is not None:  # on the split's device, as the float form was normalised
+            xb = decode(xb)
         if moving:
             xb, yb = to_device(xb, target), to_device(yb, target)
         yield xb, yb

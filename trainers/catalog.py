@@ -42,7 +42,10 @@ DATA = Group(
         "kfold": O("int", 0, "k-fold cross-validation objective for small data; 0 = off",
                    interval(0, 20), searchable=False),
         "in_memory_mb": O("float", 2048.0, "datasets smaller than this are kept as tensors on "
-                          "the training device (no DataLoader workers)", NONNEG, searchable=False),
+                          "the training device (no DataLoader workers); 8-bit images at their "
+                          "own size are kept as uint8 (counted at 1 byte a value, normalised "
+                          "per batch there), other data as float32 (4 bytes)", NONNEG,
+                          searchable=False),
         "num_workers": O("int", 2, "DataLoader workers for data that does not fit in memory",
                          NONNEG_INT, searchable=False),
         "resize": O("int", None, "resize images to this square size (images only); null = keep",

@@ -7,10 +7,17 @@ Samples are images N×C×H×W, sequences N×C×L or tabular rows N×F. The split
 where it has one (an official test set, a factory's parts; a missing validation part carved from
 the training part), else seeded and stratified (`trainers/splits.py`); `Data.split` names it.
 The per-channel (per-feature for rows) mean and std come from the training split only (the test
-split never influences anything that is selected). Data whose float32 samples fit
-`data.in_memory_mb` is held normalised on the training device (`TensorSplit`); larger data stays
-a Dataset read by DataLoader workers (`DatasetSplit`). Both are read with
-`trainers.batches.iterate_batches`.
+split never influences anything that is selected). Data that fits `data.in_memory_mb` is held
+on the training device (`TensorSplit`), larger data stays a Dataset read by DataLoader workers
+(`DatasetSplit`); both are read with `trainers.batches.iterate_batches`.
+
+On the device, 8-bit images (every built-in image dataset but image_folder, and a factory's
+uint8 images) at their own size are held *compact*: the raw uint8 values, one byte a value,
+each batch normalised on the device as it is cut (`batches.Pixels`), bit for bit the batch the
+float form gives. Their size against `data.in_memory_mb` is counted at one byte a value, so
+e.g. CIFAR-10 (184 MB as uint8, 737 MB as float32) fits where its float form might not. Other
+samples (float images, images resized by `data.resize`, sequences, rows) are held as normalised
+float32 and counted at four bytes a value.
 """
 from __future__ import annotations
 
@@ -24,8 +31,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .batches import (DatasetSplit, Prepare, Split, TensorSplit, _Transformed, iterate_batches,
-                      num_batches, resize_images)
+from .batches import (DatasetSplit, Pixels, Prepare, Split, TensorSplit, _Transformed,
+                      iterate_batches, num_batches, resize_images)
 from .settings import resolve_group
 from .cifar import check_cifar, load_cifar
 from .sources import (Source, check_idx, check_image_folder, check_nothing, load_digits,
@@ -108,8 +115,9 @@ class _Opened:
     cfg: dict
     source: Source
     size: tuple[int, int] | None  # images: the output size; other data: None (no resizing)
-    raw: Tensor | None  # N×sample float (images in [0, 1], resized), on the device (in memory)
-    device: torch.device
+    raw: Tensor | None  # on the device (in memory): N×sample float (images in [0, 1], resized),
+    device: torch.device  # or, compact, the N×C×H×W uint8 images as they are
+    compact: bool = False  # raw holds uint8 values; divided by source.scale they are in [0, 1]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -117,7 +125,7 @@ class _Opened:
         return self.source.shape if self.size is None else (self.source.shape[0], *self.size)
 
 
-def _open(data_cfg: dict, device: torch.device | str) -> _Opened:
+def _open(data_cfg: dict, device: torch.device | str, compact: bool = True) -> _Opened:
     cfg = resolve_group("data", data_cfg)
     source = DATASETS[cfg["dataset"]].load(cfg)
     if not source.is_image and cfg["resize"]:
@@ -127,10 +135,20 @@ def _open(data_cfg: dict, device: torch.device | str) -> _Opened:
     if source.is_image:
         size = (cfg["resize"], cfg["resize"]) if cfg["resize"] else tuple(source.shape[1:])
     opened = _Opened(cfg, source, size, None, torch.device(device))
-    nbytes = len(source.labels) * math.prod(opened.shape) * 4
+    opened.compact = compact and is_8bit(source) and tuple(size) == tuple(source.shape[1:])
+    nbytes = len(source.labels) * math.prod(opened.shape) * (1 if opened.compact else 4)
     if nbytes <= cfg["in_memory_mb"] * 2 ** 20:
-        opened.raw = _materialise(source, size, opened.device, cfg["num_workers"])
+        if opened.compact:
+            opened.raw = source.images.to(opened.device)  # never changed in place
+        else:
+            opened.raw = _materialise(source, size, opened.device, cfg["num_workers"])
     return opened
+
+
+def is_8bit(source: Source) -> bool:
+    """Images held as one uint8 tensor: they can stay uint8 on the device."""
+    return source.is_image and source.images is not None and \
+        source.images.dtype == torch.uint8 and source.images.dim() == 4
 
 
 def _layout(shape: tuple[int, ...]) -> str:
@@ -170,7 +188,7 @@ def _channel_stats(opened: _Opened, idx: Tensor,
     low, high = math.inf, -math.inf
     if opened.raw is not None:
         idx_dev = idx.to(opened.raw.device)
-        batches = (opened.raw.index_select(0, idx_dev[s:s + chunk])
+        batches = (_raw_float(opened, opened.raw.index_select(0, idx_dev[s:s + chunk]))
                    for s in range(0, len(idx), chunk))
     else:
         split = DatasetSplit(opened.source.item_dataset(), idx, opened.source.labels[idx],
@@ -189,12 +207,20 @@ def _channel_stats(opened: _Opened, idx: Tensor,
     return mean, std, (low, high)
 
 
+def _raw_float(opened: _Opened, xb: Tensor) -> Tensor:
+    """Raw samples of `opened.raw` as floats (images in [0, 1]), as the float form holds them."""
+    return xb.float() / opened.source.scale if opened.compact else xb
+
+
 def _split(opened: _Opened, idx: Tensor, mean: Tensor, std: Tensor) -> Split:
     labels = opened.source.labels[idx]
     if opened.raw is None:
         return DatasetSplit(opened.source.item_dataset(), idx, labels,
                             Prepare(opened.size, mean, std), opened.cfg["num_workers"])
     x = opened.raw.index_select(0, idx.to(opened.raw.device))  # a copy: normalise in place
+    if opened.compact:
+        return TensorSplit(x, labels.to(opened.device), idx,
+                           Pixels(opened.source.scale, mean, std, x.device))
     view = (1, -1, *([1] * (x.dim() - 2)))
     x.sub_(mean.to(x).view(view)).div_(std.to(x).view(view))
     return TensorSplit(x, labels.to(opened.device), idx)
@@ -243,11 +269,13 @@ def plan_split(source: Source, cfg: dict) -> tuple[Tensor, Tensor, Tensor, str]:
         f"{source.split}, validation carved {val_f:.0%} of train"
 
 
-def load_data(data_cfg: dict, *, device: torch.device | str = "cpu") -> Data:
+def load_data(data_cfg: dict, *, device: torch.device | str = "cpu",
+              compact: bool = True) -> Data:
     """Load `data_cfg` (the config's `data` group; missing keys take catalog defaults), split it
     (`plan_split`), normalise by the training split's statistics. Raises TrainerError for a
-    user's mistake (unknown dataset, missing files, bad factory, empty split)."""
-    opened = _open(data_cfg, device)
+    user's mistake (unknown dataset, missing files, bad factory, empty split). `compact=False`
+    holds 8-bit images as float32 too (4× the memory, the same batches: tests, benchmarks)."""
+    opened = _open(data_cfg, device, compact)
     train, val, test, split = plan_split(opened.source, opened.cfg)
     return _data(opened, train, val, test, split)
 
@@ -278,9 +306,9 @@ class KFold(Sequence):
 
 
 def kfold_splits(data_cfg: dict, k: int | None = None, *,
-                 device: torch.device | str = "cpu") -> KFold:
+                 device: torch.device | str = "cpu", compact: bool = True) -> KFold:
     """Stratified k folds over train+val (k defaults to `data.kfold`), test untouched."""
-    opened = _open(data_cfg, device)
+    opened = _open(data_cfg, device, compact)
     cfg = opened.cfg
     k = cfg["kfold"] if k is None else k
     train, val, test, split = plan_split(opened.source, cfg)

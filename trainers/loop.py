@@ -188,7 +188,8 @@ class _Run:
                                "fp16 or fp32")
         self.precision = precision_plan(tr["precision"], device)
         if tr["channels_last"]:
-            ndim = getattr(getattr(data.train, "x", None), "ndim", 4)
+            stored = getattr(data.train, "stored", None)  # in memory: its samples' tensor
+            ndim = stored.ndim if stored is not None else 1 + len(data.input_shape)
             if ndim != 4:
                 raise TrainerError("train.channels_last: needs images (N×C×H×W data), got "
                                    f"{ndim}-D inputs; set it to false")

@@ -114,12 +114,12 @@ def load_mnist5k(cfg: dict) -> Source:
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[Tensor, Tensor]:
     from sklearn.datasets import load_digits
-    d = load_digits()
-    return torch.from_numpy(d.data.astype(np.float32)).view(-1, 1, 8, 8), torch.from_numpy(d.target)
+    d = load_digits()  # whole numbers 0..16 stored as floats: 8-bit values, held as uint8
+    return torch.from_numpy(d.data.astype(np.uint8)).view(-1, 1, 8, 8), torch.from_numpy(d.target)
 
 
 def load_digits(cfg: dict) -> Source:
-    """scikit-learn's 1,797 digits, 8×8, pixel values 0..16."""
+    """scikit-learn's 1,797 digits, 8×8, pixel values 0..16 (uint8, scaled by 1/16)."""
     images, labels = _digits_arrays()
     src = from_tensors(images, labels, "data.dataset digits")
     src.scale = 16.0

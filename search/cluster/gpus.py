@@ -37,6 +37,14 @@ def placed(plan: Any, nodes: list[dict[str, float]], running: int) -> Any:
     return replace(plan, resources=spread(plan.resources, nodes, running))
 
 
+def placement_line(res: Any, nodes: list[dict[str, float]], running: int) -> str:
+    """What the run says of its GPUs: each trial's request and how they share the GPUs."""
+    whole = sum(int(float(n.get("GPU", 0)) + 1e-9) for n in nodes)
+    share = "a GPU of its own" if res.gpu >= 1 else f"{res.gpu:g} of a GPU (also its memory cap)"
+    return (f"GPUs: {running} trial{'s' if running != 1 else ''} at once on {whole} GPU"
+            f"{'s' if whole != 1 else ''}; each holds {res.cpu:g} CPU and {share}")
+
+
 def train_device(settings: dict) -> str:
     """The trial's `train.device` (auto when the config has no train group: a --fit of one's
     own that does not say)."""

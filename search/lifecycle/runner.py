@@ -145,7 +145,13 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
     with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
         nodes = gpus.node_resources()  # a trial must fit one node; GPUs spread, then pack
         slots = concurrency(plan.resources, cluster, nodes)
-        plan = gpus.placed(plan, nodes, min(slots, plan.budget.trials))
+        # A resumed run has only its trials left to run: fewer at once, a larger share each.
+        left = trials_left(study, run_id, plan.budget.trials) if resume and \
+            info.uses_searcher else plan.budget.trials
+        plan = gpus.placed(plan, nodes, min(slots, left))
+        if plan.resources.gpu:
+            print(gpus.placement_line(plan.resources, nodes, min(slots, left)),
+                  file=stream or sys.stdout)
         gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
         max_t = max_epochs(space, plan.budget)
         started = started_at_once(space, max_t, slots,
@@ -190,6 +196,19 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=1 if info.uses_searcher else checkpoints_to_keep(space))))
         return _finish(tuner, study, plan, run_info, exp_dir)
+
+
+def trials_left(study, run_id: str, budget: int) -> int:
+    """How many trials a resumed run still runs: the budget less the trials the searcher
+    already counted (those with a Tune trial id), and at least the orphans of the dead driver
+    (detached by `settle`), which run again whatever the budget says."""
+    from optuna.trial import TrialState
+
+    trials = studies.of_run(study.get_trials(deepcopy=False), run_id)
+    counted = sum(1 for t in trials if t.user_attrs.get(studies.TUNE_TRIAL_ID))
+    orphans = sum(1 for t in trials if t.state == TrialState.RUNNING
+                  and not t.user_attrs.get(studies.TUNE_TRIAL_ID))
+    return max(1, orphans, budget - counted)
 
 
 def _how_to_search(space: Any, plan: TrialPlan, uses_searcher: bool, **common):

@@ -56,17 +56,37 @@ def _open(storage_url: str, name: str, seed: int | None, owner: dict, folder: Pa
     return study
 
 
-def search_distill(stage: dict, teacher, *, storage_url: str, name: str, seed: int | None,
-                   teacher_id: str, folder: Path, data, cpus: int | None,
-                   say: Callable[[str], None],
-                   on_trial: Callable[[int, dict, float], None] | None = None
-                   ) -> tuple[Any, dict]:
-    """(best student, {"study", "trials", "best_trial", "best": options, "val_accuracy"})."""
-    import optuna
+def train_student(stage: dict, teacher, *, data=None, cpus: int | None = None):
+    """One student: the distill stage (with a trial's options) on `teacher`, and the student's
+    validation accuracy (fp32, on the CPU where every StageModel lives). `data` None: loaded
+    here, on the device the config trains on (a stage task on a GPU node)."""
     import torch
 
     from trainers.loop import evaluate
-    from trainers.stages import load_stage_model, run_stage, save_stage_model
+    from trainers.stages import run_stage
+
+    if data is None:
+        from trainers.stages.distillation import distill_config
+        from trainers.stages.finetuning import load_stage_data
+
+        data = load_stage_data(distill_config(teacher.config, stage, teacher.base_lr))
+    student = run_stage(stage, teacher, data=data, cpus=cpus)
+    _, accuracy = evaluate(student.model, data.val, torch.device("cpu"))
+    return student, accuracy
+
+
+def search_distill(stage: dict, teacher, *, storage_url: str, name: str, seed: int | None,
+                   teacher_id: str, folder: Path,
+                   train: Callable[[dict], tuple[Any, float]],
+                   say: Callable[[str], None],
+                   on_trial: Callable[[int, dict, float], None] | None = None
+                   ) -> tuple[Any, dict]:
+    """(best student, {"study", "trials", "best_trial", "best": options, "val_accuracy"}).
+    `train(stage with a trial's options) -> (student, val accuracy)` trains one student
+    (`train_student`, in this process or as a Ray task: placement.py)."""
+    import optuna
+
+    from trainers.stages import load_stage_model, save_stage_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     wanted = int(stage["trials"])
@@ -88,9 +108,7 @@ def search_distill(stage: dict, teacher, *, storage_url: str, name: str, seed: i
                    "temperature": trial.suggest_float("temperature", t_low, t_high, log=True),
                    "lr_scale": trial.suggest_float("lr_scale", lr_low, lr_high, log=True)}
         try:
-            student = run_stage({**stage, **options, "trials": 0}, teacher, data=data,
-                                cpus=cpus)
-            _, accuracy = evaluate(student.model, data.val, torch.device("cpu"))
+            student, accuracy = train({**stage, **options, "trials": 0})
         except BaseException:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise

@@ -15,7 +15,7 @@ from search.errors import UserError
 from search.lifecycle.plan import field_of
 
 from .files import MODEL_FILE, PIPELINE_FILE, RESULT_FILE, plain, read_json, write_result
-from .placement import in_task, stage_resources, train_stage
+from .placement import describe, in_task, placed, stage_resources, train_stage, train_student
 from .source import Source, enabled_stages, find_source, pick_run
 from .table import REPEATS, THREADS, Outcome, Row, stage_table
 
@@ -69,12 +69,13 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     distill = {"storage_url": url, "name": distill_study, "seed": field_of(space, "seed")}
     runner = _Pipeline(folder, source, stages, log, cpus, stream or sys.stdout, distill)
     address = (info.get("options") or {}).get("address")
-    runner.resources = stage_resources(space, address)
-    if runner.resources is None:
+    resources = stage_resources(space, address)
+    if resources is None:
         return runner.run(Outcome(run_folder.name, folder, source))
     from search.cluster.connect import ray_session
 
     with ray_session(address, cpus):  # training stages run as tasks where the GPUs are
+        runner.resources = placed(resources)
         return runner.run(Outcome(run_folder.name, folder, source))
 
 
@@ -217,17 +218,21 @@ class _Pipeline:
 
         partial = self.folder / (name + ".partial")
         started = time.monotonic()
+        ran_on: list[dict] = []  # where each Ray task of the stage ran
         try:
             searched = None
             search_distill = stage["stage"] == "distill" and stage.get("trials", 0) > 0
+            if self.resources is not None:
+                tasks = "one Ray task per student" if search_distill else "a Ray task"
+                self.say(f"{head}: runs as {tasks}, holding {describe(self.resources)}")
             if self.resources is not None and not search_distill:
-                sm, reports = in_task(self.resources, train_stage, stage, previous,
-                                      self.resources.threads)
+                sm, reports, where = in_task(self.resources, train_stage, stage, previous,
+                                             self.resources.threads)
+                ran_on.append(where)
                 for metrics in reports:
                     report(metrics)
             elif search_distill:
-                given = None if stage.get("data") else self.data_for(previous.config)
-                sm, searched = self._distill_search(index, stage, previous, given, run_name)
+                sm, searched = self._distill_search(index, stage, previous, run_name, ran_on)
             else:
                 given = None if stage.get("data") else self.data_for(previous.config)
                 sm = run_stage(stage, previous, data=given, cpus=self.cpus, report=report)
@@ -242,7 +247,8 @@ class _Pipeline:
                                                       - seconds},
                       "source_checkpoint": self.source.checkpoint,
                       "source_trial": self.source.trial, "mlflow_run": run_name,
-                      "finished": time.time(), **({"search": searched} if searched else {})}
+                      "finished": time.time(), **({"search": searched} if searched else {}),
+                      **({"ran_on": ran_on} if ran_on else {})}
             write_result(partial, result)
             os.replace(partial, self.folder / name)
         except KeyboardInterrupt:
@@ -271,9 +277,12 @@ class _Pipeline:
                  f"{figures.get('test_accuracy', float('nan')):.4f} ({folder / MODEL_FILE})")
         return sm, Row(index, stage["stage"], sm.kind, figures, seconds)
 
-    def _distill_search(self, index: int, stage: dict, teacher, data, run_name: str):
-        """`trials: N`: the best of N students (distill.py)."""
+    def _distill_search(self, index: int, stage: dict, teacher, run_name: str,
+                        ran_on: list[dict]):
+        """`trials: N`: the best of N students (distill.py), each trained as a Ray task with
+        the stage's resources when the stages have them, else in this process."""
         from .distill import search_distill
+        from .distill import train_student as train_here
 
         previous = self.folder / (f"{index - 1}-{self.stages[index - 2]['stage']}"
                                   if index > 1 else "0-best")
@@ -285,12 +294,20 @@ class _Pipeline:
                 self.log.tracker.log_metrics(run_name, {"trial/val_accuracy": accuracy},
                                              step=number)
 
+        def train(student_stage: dict):
+            if self.resources is None:
+                return train_here(student_stage, teacher, data=self.data_for(teacher.config),
+                                  cpus=self.cpus)
+            student, accuracy, where = in_task(self.resources, train_student, student_stage,
+                                               teacher, self.resources.threads)
+            ran_on.append(where)
+            return student, accuracy
+
         return search_distill(stage, teacher, storage_url=self.distill["storage_url"],
                               name=self.distill["name"], seed=self.distill["seed"],
                               teacher_id=teacher_id,
                               folder=self.folder / f"{index}-distill.trials",
-                              data=data if data is not None else self.data_for(teacher.config),
-                              cpus=self.cpus, say=self.say, on_trial=on_trial)
+                              train=train, say=self.say, on_trial=on_trial)
 
     def _failed(self, run_name: str, reason: str, status: str = "FAILED") -> None:
         if self.log is not None:

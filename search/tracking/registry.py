@@ -64,13 +64,9 @@ def load_trainer_checkpoint(path: str):
 def input_example(data) -> tuple[Any, dict]:
     """Two test images (float, CPU) and what a user needs to feed the model: the normalisation
     the trainer applied, the image size, the classes."""
-    import torch
+    from trainers.batches import iterate_batches
 
-    test = data.test
-    if hasattr(test, "x"):
-        example = test.x[:2].detach().cpu()
-    else:
-        example = torch.stack([test[i][0] for i in range(min(2, len(test)))])
+    example, _ = next(iterate_batches(data.test, 2, shuffle=False, device="cpu"))
     meta = {"input_mean": list(data.mean), "input_std": list(data.std),
             "image_size": list(data.image_size), "num_classes": data.num_classes,
             "dataset": data.name}

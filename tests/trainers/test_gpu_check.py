@@ -35,3 +35,9 @@ def test_the_gpu_check_runs_quick_on_the_cpu_with_torch_alone(tmp_path):
                                                   "(--quick)"}
     assert report["copies"]["equal"] and report["copies"]["batches"] == 4
     assert "(d) GPU->CPU batches equal .cpu(): True" in done.stdout
+    compact = report["compact"]  # (e): uint8 on the device, the float32 batches bit for bit
+    assert compact["equal"] and compact["compact"] and compact["samples"] > 1000
+    assert compact["train_mb"]["uint8"] * 4 == pytest.approx(compact["train_mb"]["float32"])
+    assert compact["uint8"]["fit_samples_per_s"] > 0 and compact["float32"]["fit_samples_per_s"] > 0
+    assert compact["uint8"]["val_accuracy"] == compact["float32"]["val_accuracy"]  # the CPU
+    assert "(e) uint8 held compact: batches equal float32's: True" in done.stdout

@@ -129,6 +129,36 @@ def test_four_trials_on_four_fake_gpus_get_one_each_and_oom_is_learned(ray_clust
 
 
 @pytest.mark.slow
+def test_a_resumed_run_spreads_the_trials_it_has_left(ray_cluster, options, tmp_path):
+    from search.lifecycle.runner import resume_search
+    from search.lifecycle.runs import read_run_file, write_run_file, write_space
+
+    meet, log = tmp_path / "meet", tmp_path / "calls.jsonl"
+    meet.mkdir()
+    res = {"cpu": 0.25, "gpu": 0.25, "max_concurrent": None}
+    first = ToySpace(name="gpuresume", trials=3, epochs=1, resources=res,
+                     train={"device": "cpu"}, toy={"epoch_seconds": 0.01})
+    out = io.StringIO()
+    outcome = run_search(first, options(), stream=out)
+    assert "GPUs: 3 trials at once on 4 GPUs; each holds 0.25 CPU and a GPU of its own" \
+        in out.getvalue()
+    # as if the driver had died with three trials of five done: a run of five at once would
+    # hold half a GPU each, and Ray would put the two left both on GPU 0
+    write_space(outcome.experiment_dir, ToySpace(
+        name="gpuresume", trials=5, epochs=1, resources=res, train={"device": "cpu"},
+        toy={"epoch_seconds": 0.01, "log": str(log), "meet": f"2:{meet}"}))
+    info = read_run_file(outcome.experiment_dir)
+    write_run_file(outcome.experiment_dir, {**info, "state": "interrupted"})
+    out = io.StringIO()
+    resumed = resume_search(outcome.experiment_dir.parent, options(), stream=out)
+    assert resumed.counts["COMPLETE"] == 5
+    assert "GPUs: 2 trials at once on 4 GPUs; each holds 0.25 CPU and a GPU of its own" \
+        in out.getvalue()
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 2 and calls[0]["gpus"] != calls[1]["gpus"]  # not both on GPU 0
+
+
+@pytest.mark.slow
 def test_on_two_nodes_requests_fit_a_node_trials_spread_and_stages_go_to_the_gpus():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")])}
@@ -148,3 +178,54 @@ def test_on_two_nodes_requests_fit_a_node_trials_spread_and_stages_go_to_the_gpu
     assert stage["gpus"] in ("0", "1") and stage["gpu_ids"] in ([0], [1])
     assert stage["error"] == "TrainerError: stage: unknown stage 'nope'; expected one of " \
                              "finetune, distill, quantize"
+
+
+GPU_STAGES = """
+name: gpustages
+seed: 1
+data: {dataset: digits, batch_size: 64}
+model: {name: mlp, width: 16, depth: 1}
+train: {epochs: 1, device: cpu}
+space:
+  optimizer:
+    lr: {low: 1.0e-2, high: 3.0e-2, log: true}
+objective: {metric: val_accuracy}
+budget: {trials: 1}
+sampler: {name: random}
+pruner: {name: none}
+resources: {cpu: 1, gpu: 0.25}
+tracking: {enabled: false}
+stages:
+  - {stage: distill, student: {name: mlp, width: 8, depth: 1}, epochs: 1, trials: 2}
+  - {stage: quantize, mode: float16}
+"""
+
+
+@pytest.mark.slow
+def test_a_distill_search_trains_each_student_as_a_task_holding_a_gpu(ray_cluster, tmp_path):
+    import contextlib
+
+    import ray
+
+    from search.cli import main
+
+    path = tmp_path / "gpustages.yaml"
+    path.write_text(GPU_STAGES)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["run", str(path), "--output", str(tmp_path / "out"), "--plain",
+                     "--cpus", "2"])
+    assert code == 0, err.getvalue()
+    text = out.getvalue()
+    # alone after the search, a stage's 0.25 GPU is widened to a whole one of the four
+    assert "stage 1/2 distill: runs as one Ray task per student, holding 1 CPU and 1 GPU" \
+        in text
+    assert "stage 2/2 quantize: runs as a Ray task, holding 1 CPU and 1 GPU" in text
+    folder = next((tmp_path / "out" / "stages").iterdir())
+    distill = json.loads((folder / "1-distill" / "result.json").read_text())
+    node = ray.get_runtime_context().get_node_id()
+    assert distill["search"]["trials"] == 2
+    assert [len(w["gpu_ids"]) for w in distill["ran_on"]] == [1, 1]  # a task per student
+    assert {w["node"] for w in distill["ran_on"]} == {node}
+    quantize = json.loads((folder / "2-quantize" / "result.json").read_text())
+    assert len(quantize["ran_on"]) == 1 and len(quantize["ran_on"][0]["gpu_ids"]) == 1
