@@ -6,7 +6,7 @@ from ray import tune
 from search.errors import UserError
 from search.plan import (Budget, Resources, budget_of, concurrency, epochs_cap, objectives_of,
                          resources_of)
-from search.testing import ToySpace
+from search.testing import toy_space
 
 
 def test_objectives_accept_one_or_several():
@@ -26,7 +26,7 @@ def test_bad_objective_is_a_user_error():
 
 
 def test_budget_and_epochs_cap():
-    budget = budget_of(ToySpace(trials=7, budget={"max_epochs": 2, "time_limit": 30}))
+    budget = budget_of(toy_space(trials=7, budget={"max_epochs": 2, "time_limit": 30}))
     assert budget == Budget(7, 2, 30.0, None)
     capped = epochs_cap({"train": {"epochs": 5, "seed": 1}}, budget)
     assert capped["train"] == {"epochs": 2, "seed": 1}

@@ -84,7 +84,7 @@ def run_search(tmp: Path, space, backends: dict[str, str | None], ray_cluster):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, ray_cluster, mlflow_server, request):
-    from search.testing import ToySpace
+    from search.testing import toy_space
 
     try:
         pg = request.getfixturevalue("pg_uri")
@@ -92,8 +92,8 @@ def searched(tmp_path_factory, ray_cluster, mlflow_server, request):
         pg = None
     tmp = tmp_path_factory.mktemp("tune")
     name = f"digits-{uuid.uuid4().hex[:8]}"  # unique in shared backends (PostgreSQL)
-    space = ToySpace(name=name, epochs=EPOCHS, trials=len(ENQUEUED), sampler={"seed": 0},
-                     tracking={"experiment": f"{name}-exp", "keep_checkpoints": 1,
+    space = toy_space(name=name, epochs=EPOCHS, trials=len(ENQUEUED), sampler={"seed": 0},
+                      tracking={"experiment": f"{name}-exp", "keep_checkpoints": 1,
                                "register_as": f"{name}-model"})
     backends = {"sqlite": None, "server": mlflow_server.uri}
     if pg:
