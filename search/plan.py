@@ -14,7 +14,9 @@ from typing import Any, Mapping
 from search.errors import UserError
 # Metrics fit() reports after every epoch (a scheduler can prune on them) and those known only
 # when a trial ends: facts of the metric table, shared with the space validator.
-from spaces.capabilities import DIRECTIONS, EPOCH_METRICS, FINAL_METRICS  # noqa: F401
+from spaces.capabilities import EPOCH_METRICS, FINAL_METRICS  # noqa: F401
+# The space's typed sections that a run's plan carries (spaces/section_types.py)
+from spaces.section_types import Objective  # noqa: F401
 
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
@@ -24,34 +26,6 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str  # "maximize" | "minimize" (Optuna's words)
-
-    @property
-    def mode(self) -> str:  # Tune's words
-        return "max" if self.direction == "maximize" else "min"
-
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.direction == "maximize" else a < b
-
-
-def objectives_of(space: Any) -> tuple[Objective, ...]:
-    raw = field_of(space, "objective")
-    items = raw if isinstance(raw, (list, tuple)) else [raw]
-    out = []
-    for i, item in enumerate(items):
-        metric, direction = field_of(item, "metric"), field_of(item, "direction", "maximize")
-        if not isinstance(metric, str) or direction not in DIRECTIONS:
-            raise UserError(f"objective[{i}]: needs a metric name and a direction (maximize or "
-                            f"minimize), got {item!r}")
-        out.append(Objective(metric, direction))
-    if not out:
-        raise UserError("objective: at least one {metric, direction} is required")
-    return tuple(out)
 
 
 @dataclass(frozen=True)

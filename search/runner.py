@@ -24,8 +24,7 @@ from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
 from search.errors import UserError
-from search.plan import (budget_of, concurrency, field_of, max_epochs, objectives_of,
-                         resources_of)
+from search.plan import budget_of, concurrency, field_of, max_epochs, resources_of
 from search.pbt import checkpoints_to_keep
 from search.progress import Progress, TargetStopper
 from search.pruners import build_scheduler, holding_note, pruner_info, started_at_once
@@ -74,7 +73,7 @@ class Outcome:
 
 
 def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
-    objectives = objectives_of(space)
+    objectives = space.objectives
     plan = TrialPlan(objectives, budget_of(space), resources_of(space), fit, str(exp_dir))
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver

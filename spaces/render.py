@@ -22,7 +22,9 @@ class Space(Protocol):
     fixed_values: dict
     all_params: tuple[Param, ...]
     params: list[Param]
-    objective: list[dict]
+    objectives: tuple
+
+    def sections(self) -> dict[str, Any]: ...
 
 
 def _children(space: Space) -> dict[str, dict[Any, list[Param]]]:
@@ -81,9 +83,7 @@ def space_to_yaml(space: Space) -> str:
             where[option] = _spec(p, kids)
     if tree:
         doc["space"] = tree
-    for name in ("objective", "budget", "sampler", "pruner", "resources", "tracking",
-                 "stages"):
-        doc[name] = getattr(space, name)
+    doc.update(space.sections())
     return dump_yaml(doc, flow_leaves=True)
 
 
@@ -119,7 +119,7 @@ def describe(space: Space) -> str:
         for p in roots:
             _describe_param(p, kids, 4, lines)
     s = space
-    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in s.objective)
+    objectives = ", ".join(f"{o.direction} {o.metric}" for o in s.objectives)
     lines.append(f"  objective: {objectives}")
     lines.append("  budget: " + _pairs(s.budget))
     for name in ("sampler", "pruner"):

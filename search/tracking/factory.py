@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from search.plan import budget_of, field_of, max_epochs, objectives_of
+from search.plan import budget_of, field_of, max_epochs
 
 from .backend import artifact_location, normalise, open_client, redact, resolve_uri
 from .callback import TrackingCallback
@@ -48,7 +48,7 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
     uri = resolve_uri(tracking_uri, tracking.get("uri"), output)
     client = open_client(uri)
     run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S")
-    objective = objectives_of(space)[0]
+    objective = space.objectives[0]
     settings = Settings(
         uri=uri, experiment=tracking.get("experiment") or space.name,
         artifact_location=artifact_location(uri, output),
@@ -87,8 +87,9 @@ def parent_params(space: Any) -> dict[str, Any]:
         {getattr(p, "name", None) for p in getattr(space, "params", [])}
     params = {k: v for k, v in flatten(field_of(space, "fixed", {}) or {}).items()
               if k not in searched}
+    written = space.sections()
     for section in SEARCH_SECTIONS:
-        value = field_of(space, section)
+        value = written[section]
         if isinstance(value, dict):
             params.update(flatten(value, f"search.{section}."))
         elif value is not None:

@@ -4,25 +4,25 @@ import pytest
 from ray import tune
 
 from search.errors import UserError
-from search.plan import (Budget, Resources, budget_of, concurrency, epochs_cap, objectives_of,
-                         resources_of)
+from search.plan import Budget, Resources, budget_of, concurrency, epochs_cap, resources_of
 from search.testing import toy_space
+from spaces import load_space
 
 
 def test_objectives_accept_one_or_several():
-    one = objectives_of({"objective": {"metric": "val_loss", "direction": "minimize"}})
+    one = load_space("name: o\nobjective: {metric: val_loss, direction: minimize}\n").objectives
     assert [(o.metric, o.mode) for o in one] == [("val_loss", "min")]
-    two = objectives_of({"objective": [{"metric": "val_accuracy", "direction": "maximize"},
-                                       {"metric": "num_params", "direction": "minimize"}]})
+    two = load_space("name: o\nobjective: [{metric: val_accuracy, direction: maximize}, "
+                     "{metric: num_params, direction: minimize}]\n").objectives
     assert [o.direction for o in two] == ["maximize", "minimize"]
     assert two[0].better(0.9, 0.8) and two[1].better(10, 20)
 
 
 def test_bad_objective_is_a_user_error():
-    with pytest.raises(UserError, match=r"objective\[0\].*direction"):
-        objectives_of({"objective": {"metric": "val_loss", "direction": "upwards"}})
-    with pytest.raises(UserError, match=r"objective\[0\].*direction"):  # spaces refuses it too
-        objectives_of({"objective": {"metric": "val_loss", "direction": "max"}})
+    for direction in ("upwards", "max"):  # Tune's word is not the space's
+        with pytest.raises(UserError, match=r"objective.direction: must be one of maximize, "
+                                            f"minimize, got '{direction}'"):
+            load_space(f"name: o\nobjective: {{metric: val_loss, direction: {direction}}}\n")
 
 
 def test_budget_and_epochs_cap():

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from space_helpers import error_of, load
 
+from spaces.section_types import Objective
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
 
 
 def test_defaults():
     space = load("seed: 5\nname: d\n")
-    assert space.objective == [{"metric": "val_accuracy", "direction": "maximize"}]
+    assert space.objectives == (Objective("val_accuracy", "maximize"),)
     epochs = defaults()["train"]["epochs"]
     assert space.budget == {"trials": 20, "max_epochs": epochs, "time_limit": None,
                             "target": None}
@@ -34,7 +35,7 @@ def test_defaults():
         {"metric": "latency_ms", "direction": "minimize"}]),
 ])
 def test_objective_forms(raw, expected):
-    assert load(f"objective: {raw}\n").objective == expected
+    assert load(f"objective: {raw}\n").sections()["objective"] == expected
 
 
 def test_multi_objective_defaults_and_limits():

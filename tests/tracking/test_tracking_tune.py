@@ -43,7 +43,6 @@ def run_search(tmp: Path, space, backends: dict[str, str | None], ray_cluster):
 
     import tracking_helpers
     from search import study as studies
-    from search.plan import objectives_of
     from search.searcher import StudySearcher, trial_dirname
     from search.tracking import make_tracking
 
@@ -53,7 +52,7 @@ def run_search(tmp: Path, space, backends: dict[str, str | None], ray_cluster):
     for params in ENQUEUED:
         study.enqueue_trial(params)
     searcher = StudySearcher(space, storage_url=url, study_name=space.name, run_id="run-1",
-                             objectives=objectives_of(space), max_trials=len(ENQUEUED),
+                             objectives=space.objectives, max_trials=len(ENQUEUED),
                              experiment_dir=str(tmp / "out" / "run-1"))
     # An Optuna trial has one `mlflow_run_id`: the first backend's callback sets it; the others
     # record their run ids through `set_run_id` in `links` (tune trial id -> run id).
