@@ -16,7 +16,7 @@ from search.errors import UserError
 # when a trial ends: facts of the metric table, shared with the space validator.
 from spaces.capabilities import EPOCH_METRICS, FINAL_METRICS  # noqa: F401
 # The space's typed sections that a run's plan carries (spaces/section_types.py)
-from spaces.section_types import Objective  # noqa: F401
+from spaces.section_types import Budget, Objective  # noqa: F401
 
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
@@ -26,27 +26,6 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
-
-
-@dataclass(frozen=True)
-class Budget:
-    trials: int
-    max_epochs: int | None = None
-    time_limit: float | None = None  # seconds
-    target: float | None = None      # stop the run once the first objective reaches it
-
-
-def budget_of(space: Any) -> Budget:
-    b = field_of(space, "budget", {})
-    trials = field_of(b, "trials", 20)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise UserError(f"budget.trials: must be an integer >= 1, got {trials!r}")
-    max_epochs = field_of(b, "max_epochs")
-    time_limit = field_of(b, "time_limit")
-    target = field_of(b, "target")
-    return Budget(trials, None if max_epochs is None else int(max_epochs),
-                  None if time_limit is None else float(time_limit),
-                  None if target is None else float(target))
 
 
 @dataclass(frozen=True)
@@ -152,11 +131,3 @@ def epochs_cap(config: dict, budget: Budget) -> dict:
     train["epochs"] = min(int(train.get("epochs", budget.max_epochs)), budget.max_epochs)
     return {**config, "train": train}
 
-
-def max_epochs(space: Any, budget: Budget) -> int:
-    """The most epochs a trial can run: the scheduler's max_t."""
-    fixed = field_of(space, "fixed", {}) or {}
-    epochs = field_of(field_of(fixed, "train", {}), "epochs")
-    if budget.max_epochs is not None:
-        return budget.max_epochs
-    return int(epochs) if epochs else 12

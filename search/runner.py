@@ -24,7 +24,7 @@ from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
 from search.errors import UserError
-from search.plan import budget_of, concurrency, field_of, max_epochs, resources_of
+from search.plan import concurrency, field_of, resources_of
 from search.pbt import checkpoints_to_keep
 from search.progress import Progress, TargetStopper
 from search.pruners import build_scheduler, holding_note, pruner_info, started_at_once
@@ -74,10 +74,10 @@ class Outcome:
 
 def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
     objectives = space.objectives
-    plan = TrialPlan(objectives, budget_of(space), resources_of(space), fit, str(exp_dir))
+    plan = TrialPlan(objectives, space.budget, resources_of(space), fit, str(exp_dir))
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
-    scheduler = build_scheduler(space, objectives[0], max_epochs(space, plan.budget),
+    scheduler = build_scheduler(space, objectives[0], plan.budget.max_epochs,
                                 len(objectives))
     return plan, scheduler
 
@@ -145,7 +145,7 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
         slots = concurrency(plan.resources, cluster, nodes)
         plan = gpus.placed(plan, nodes, min(slots, plan.budget.trials))
         gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
-        max_t = max_epochs(space, plan.budget)
+        max_t = plan.budget.max_epochs
         started = started_at_once(space, max_t, slots,
                                   capped=plan.resources.max_concurrent is not None)
         if not info.uses_searcher:  # PBT: the whole population at once, the extra members

@@ -104,7 +104,7 @@ def _qmc(section: dict, space: Any, n_obj: int, seed: int | None):
 def _nsga2(section: dict, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    trials = int(field_of(field_of(space, "budget", {}), "trials", 50) or 50)
+    trials = space.budget.trials
     # Optuna's default population (50) is larger than most budgets here: a generation that
     # never completes is random search. Keep at least 2 generations inside the budget.
     population = max(4, min(50, trials // 2))

@@ -121,7 +121,7 @@ def describe(space: Space) -> str:
     s = space
     objectives = ", ".join(f"{o.direction} {o.metric}" for o in s.objectives)
     lines.append(f"  objective: {objectives}")
-    lines.append("  budget: " + _pairs(s.budget))
+    lines.append("  budget: " + _pairs(s.budget.as_dict()))
     for name in ("sampler", "pruner"):
         section = getattr(s, name)
         rest = {k: v for k, v in section.items() if k != "name"}

@@ -145,4 +145,5 @@ def typed(found: dict[str, Any]) -> dict[str, Any]:
     return {
         **found,
         "objective": tuple(Objective(**o) for o in found["objective"]),
+        "budget": Budget(**found["budget"]),
     }

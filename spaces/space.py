@@ -58,7 +58,7 @@ class Space:
                       doc="False when too many combinations to check every config at load")
     objectives = property(lambda self: self._sections["objective"],
                           doc="tuple[Objective, ...]: what the search optimises, first first")
-    budget = property(lambda self: dict(self._sections["budget"]))
+    budget = property(lambda self: self._sections["budget"], doc="Budget")
     sampler = property(lambda self: dict(self._sections["sampler"]))
     pruner = property(lambda self: dict(self._sections["pruner"]))
     resources = property(lambda self: dict(self._sections["resources"]))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from search.plan import budget_of, field_of, max_epochs
+from search.plan import field_of
 
 from .backend import artifact_location, normalise, open_client, redact, resolve_uri
 from .callback import TrackingCallback
@@ -55,7 +55,7 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
         search_id=f"{run_id}@{hashlib.sha1(str(output).encode()).hexdigest()[:8]}",
         name=space.name, output_dir=str(output), run_id=run_id, metric=objective.metric,
         mode=objective.mode, keep_checkpoints=int(tracking.get("keep_checkpoints", 3)),
-        budget=max_epochs(space, budget_of(space)),
+        budget=space.budget.max_epochs,
         register_as=(tracking.get("register_as") or space.name) if register else "",
         loader=loader)
     settings.save()

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from search.errors import UserError
-from search.plan import budget_of, max_epochs, resources_of
+from search.plan import resources_of
 from search.pruners import PRUNERS, build_scheduler, pruner_info, started_at_once
 from search.samplers import SAMPLERS, build_sampler
 from spaces import SpaceError, capabilities, load_space
@@ -43,9 +43,8 @@ def space_text(sampler: str, pruner: str, objective: str, conditional: bool) -> 
 def build_like_run(space) -> None:
     """What search run builds from a space before any trial (runner._plan, run_search)."""
     objectives = space.objectives
-    budget = budget_of(space)
     resources_of(space)
-    max_t = max_epochs(space, budget)
+    max_t = space.budget.max_epochs
     build_scheduler(space, objectives[0], max_t, len(objectives))
     started_at_once(space, max_t, 2, capped=False)
     if pruner_info(space).uses_searcher:

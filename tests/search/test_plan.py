@@ -4,7 +4,7 @@ import pytest
 from ray import tune
 
 from search.errors import UserError
-from search.plan import Budget, Resources, budget_of, concurrency, epochs_cap, resources_of
+from search.plan import Budget, Resources, concurrency, epochs_cap, resources_of
 from search.testing import toy_space
 from spaces import load_space
 
@@ -26,13 +26,13 @@ def test_bad_objective_is_a_user_error():
 
 
 def test_budget_and_epochs_cap():
-    budget = budget_of(toy_space(trials=7, budget={"max_epochs": 2, "time_limit": 30}))
+    budget = toy_space(trials=7, budget={"max_epochs": 2, "time_limit": 30}).budget
     assert budget == Budget(7, 2, 30.0, None)
     capped = epochs_cap({"train": {"epochs": 5, "seed": 1}}, budget)
     assert capped["train"] == {"epochs": 2, "seed": 1}
     assert epochs_cap({"train": {"epochs": 1}}, budget)["train"]["epochs"] == 1
     with pytest.raises(UserError, match="budget.trials"):
-        budget_of({"budget": {"trials": 0}})
+        load_space("name: b\nbudget: {trials: 0}\n")
 
 
 def test_fractional_gpu_request_is_what_ray_gets_without_a_gpu():

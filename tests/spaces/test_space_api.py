@@ -1,6 +1,7 @@
 """The Space API the other packages use: names, conditions, sampling, resolution, overrides."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -294,10 +295,11 @@ def test_equality_is_by_content():
 def test_accessors_return_copies():
     space = load_space(shipped("quickstart"))
     space.fixed["model"]["width"] = 999
-    space.budget["trials"] = 999
+    with pytest.raises(dataclasses.FrozenInstanceError):  # the sections are frozen
+        space.budget.trials = 999
     space.stages[0]["epochs"] = 999
     space.fixed_values["train"]["epochs"] = 999
-    assert space.fixed["model"]["width"] != 999 and space.budget["trials"] == 16
+    assert space.fixed["model"]["width"] != 999 and space.budget.trials == 16
     assert space.stages[0]["epochs"] == 2 and "epochs" not in space.fixed_values["train"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from space_helpers import error_of, load
 
-from spaces.section_types import Objective
+from spaces.section_types import Budget, Objective
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
 
@@ -14,8 +14,7 @@ def test_defaults():
     space = load("seed: 5\nname: d\n")
     assert space.objectives == (Objective("val_accuracy", "maximize"),)
     epochs = defaults()["train"]["epochs"]
-    assert space.budget == {"trials": 20, "max_epochs": epochs, "time_limit": None,
-                            "target": None}
+    assert space.budget == Budget(trials=20, max_epochs=epochs, time_limit=None, target=None)
     assert space.sampler == {"name": "tpe", "seed": 5, "n_startup_trials": 8,
                              "multivariate": True, "group": True, "constant_liar": True}
     assert space.pruner == {"name": "asha", "grace_period": 1, "reduction_factor": 3,
@@ -61,8 +60,8 @@ def test_durations(text, seconds):
 def test_budget():
     space = load("budget: {trials: 3, time_limit: 30m, target: 0.99}\n"
                  "space:\n  train:\n    epochs: {choices: [5, 30, 9]}\n")
-    assert space.budget == {"trials": 3, "max_epochs": 30, "time_limit": 1800.0,
-                            "target": 0.99}
+    assert space.budget.as_dict() == {"trials": 3, "max_epochs": 30, "time_limit": 1800.0,
+                                      "target": 0.99}
     assert "budget.trials: must be in [1, 100000], got 0" in str(error_of("budget: {trials: 0}"))
     assert "budget.time_limit" in str(error_of("budget: {time_limit: -5}"))
     assert "budget.max_epochs: must be an integer, got 2.5" in str(
