@@ -8,7 +8,7 @@ cluster. They accept mappings or attribute objects so tests can hand in small st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Mapping
 
 from search.errors import UserError
@@ -16,7 +16,7 @@ from search.errors import UserError
 # when a trial ends: facts of the metric table, shared with the space validator.
 from spaces.capabilities import EPOCH_METRICS, FINAL_METRICS  # noqa: F401
 # The space's typed sections that a run's plan carries (spaces/section_types.py)
-from spaces.section_types import Budget, Objective  # noqa: F401
+from spaces.section_types import Budget, Objective, Resources  # noqa: F401
 
 
 def field_of(obj: Any, name: str, default: Any = None) -> Any:
@@ -26,40 +26,6 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: float = 1.0
-    gpu: float = 0.0
-    max_concurrent: int | None = None
-
-    @property
-    def threads(self) -> int:
-        """Torch threads of one trial: its whole CPUs (a fractional CPU still gets one)."""
-        return max(1, int(math.floor(self.cpu)))
-
-    def request(self) -> dict[str, float]:
-        """The bundle Ray is asked for per trial (what tune.with_resources receives)."""
-        out = {"CPU": float(self.cpu)}
-        if self.gpu:
-            out["GPU"] = float(self.gpu)
-        return out
-
-
-def resources_of(space: Any) -> Resources:
-    r = field_of(space, "resources", {})
-    cpu = float(field_of(r, "cpu", 1) or 0)
-    gpu = float(field_of(r, "gpu", 0) or 0)
-    mc = field_of(r, "max_concurrent")
-    if cpu <= 0 and gpu <= 0:
-        raise UserError(f"resources: a trial needs cpu > 0 or gpu > 0, got cpu={cpu:g}, "
-                        f"gpu={gpu:g}")
-    if gpu > 1:  # fit trains on one device: a second GPU would be reserved and left idle
-        raise UserError(f"resources.gpu: a trial trains on one GPU, got {gpu:g}; use gpu: 1 "
-                        "(trials then run side by side, one per GPU) or a fraction such as "
-                        "0.25 to share one")
-    return Resources(cpu, gpu, None if mc is None else int(mc))
 
 
 def node_slots(res: Resources, node: Mapping[str, float], gpu: float | None = None) -> int:
@@ -119,7 +85,7 @@ def spread(res: Resources, nodes: list[Mapping[str, float]], running: int) -> Re
     for k in range(max(1, math.ceil(running / whole)), int(1 / res.gpu + 1e-9) + 1):
         share = math.floor(1e4 / k) / 1e4  # Ray counts resources in 1e-4 units
         if share > res.gpu and sum(node_slots(res, n, share) for n in nodes) >= running:
-            return Resources(res.cpu, share, res.max_concurrent)
+            return replace(res, gpu=share)
     return res
 
 

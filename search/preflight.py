@@ -88,8 +88,7 @@ def check_devices(space: Any) -> None:
     resources.gpu 0 (Ray hides every GPU from such a trial)."""
     from search.errors import UserError
 
-    resources = getattr(space, "resources", None) or {}
-    if resources.get("gpu", 0) or not isinstance(getattr(space, "fixed", None), dict):
+    if space.resources.gpu or not isinstance(getattr(space, "fixed", None), dict):
         return
     values = {(space.fixed.get("train") or {}).get("precision")}
     for p in getattr(space, "params", None) or []:

@@ -24,7 +24,7 @@ from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
 from search.errors import UserError
-from search.plan import concurrency, field_of, resources_of
+from search.plan import concurrency, field_of
 from search.pbt import checkpoints_to_keep
 from search.progress import Progress, TargetStopper
 from search.pruners import build_scheduler, holding_note, pruner_info, started_at_once
@@ -74,7 +74,7 @@ class Outcome:
 
 def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
     objectives = space.objectives
-    plan = TrialPlan(objectives, space.budget, resources_of(space), fit, str(exp_dir))
+    plan = TrialPlan(objectives, space.budget, space.resources, fit, str(exp_dir))
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
     scheduler = build_scheduler(space, objectives[0], plan.budget.max_epochs,

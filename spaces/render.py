@@ -126,7 +126,7 @@ def describe(space: Space) -> str:
         section = getattr(s, name)
         rest = {k: v for k, v in section.items() if k != "name"}
         lines.append(f"  {name}: {section['name']}" + (f" ({_pairs(rest)})" if rest else ""))
-    lines.append("  resources: " + _pairs(s.resources))
+    lines.append("  resources: " + _pairs(s.resources.as_dict()))
     lines.append("  tracking: " + _pairs(s.tracking))
     for stage in s.stages:
         rest = {k: v for k, v in stage.items() if k not in ("stage", "student", "data")}

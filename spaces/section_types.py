@@ -146,4 +146,5 @@ def typed(found: dict[str, Any]) -> dict[str, Any]:
         **found,
         "objective": tuple(Objective(**o) for o in found["objective"]),
         "budget": Budget(**found["budget"]),
+        "resources": Resources(**found["resources"]),
     }

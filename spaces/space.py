@@ -61,7 +61,7 @@ class Space:
     budget = property(lambda self: self._sections["budget"], doc="Budget")
     sampler = property(lambda self: dict(self._sections["sampler"]))
     pruner = property(lambda self: dict(self._sections["pruner"]))
-    resources = property(lambda self: dict(self._sections["resources"]))
+    resources = property(lambda self: self._sections["resources"], doc="Resources")
     tracking = property(lambda self: dict(self._sections["tracking"]))
     stages = property(lambda self: copy.deepcopy(self._sections["stages"]))
 

@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 from search.errors import UserError
-from search.plan import resources_of
 from search.pruners import PRUNERS, build_scheduler, pruner_info, started_at_once
 from search.samplers import SAMPLERS, build_sampler
 from spaces import SpaceError, capabilities, load_space
@@ -43,7 +42,6 @@ def space_text(sampler: str, pruner: str, objective: str, conditional: bool) -> 
 def build_like_run(space) -> None:
     """What search run builds from a space before any trial (runner._plan, run_search)."""
     objectives = space.objectives
-    resources_of(space)
     max_t = space.budget.max_epochs
     build_scheduler(space, objectives[0], max_t, len(objectives))
     started_at_once(space, max_t, 2, capped=False)

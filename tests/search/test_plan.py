@@ -4,7 +4,7 @@ import pytest
 from ray import tune
 
 from search.errors import UserError
-from search.plan import Budget, Resources, concurrency, epochs_cap, resources_of
+from search.plan import Budget, Resources, concurrency, epochs_cap
 from search.testing import toy_space
 from spaces import load_space
 
@@ -36,7 +36,7 @@ def test_budget_and_epochs_cap():
 
 
 def test_fractional_gpu_request_is_what_ray_gets_without_a_gpu():
-    res = resources_of({"resources": {"cpu": 2, "gpu": 0.25, "max_concurrent": None}})
+    res = load_space("name: r\nresources: {cpu: 2, gpu: 0.25}\n").resources
     assert res.request() == {"CPU": 2.0, "GPU": 0.25}
     assert res.threads == 2
     trainable = tune.with_resources(lambda config: None, res.request())
@@ -60,6 +60,6 @@ def test_concurrency_fits_the_cluster_and_max_concurrent():
 
 def test_more_than_one_gpu_per_trial_is_refused():
     for gpu in (1.5, 2):
-        with pytest.raises(UserError, match=f"resources.gpu: a trial trains on one GPU, got "
-                                            f"{gpu:g}; use gpu: 1"):
-            resources_of({"resources": {"cpu": 1, "gpu": gpu}})
+        with pytest.raises(UserError, match=r"resources.gpu: must be in \[0, 1\] \(a trial trains "
+                                            r"on one GPU: use 1"):
+            load_space(f"name: r\nresources: {{cpu: 1, gpu: {gpu}}}\n")

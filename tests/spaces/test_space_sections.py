@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from space_helpers import error_of, load
 
-from spaces.section_types import Budget, Objective
+from spaces.section_types import Budget, Objective, Resources
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
 
@@ -19,7 +19,7 @@ def test_defaults():
                              "multivariate": True, "group": True, "constant_liar": True}
     assert space.pruner == {"name": "asha", "grace_period": 1, "reduction_factor": 3,
                             "brackets": 1}
-    assert space.resources == {"cpu": 1.0, "gpu": 0.0, "max_concurrent": None}
+    assert space.resources == Resources(cpu=1.0, gpu=0.0, max_concurrent=None)
     assert space.tracking == {"enabled": True, "uri": None, "experiment": "d",
                               "keep_checkpoints": 3, "register_as": "d"}
     assert space.stages == []
@@ -115,11 +115,11 @@ def test_pruners():
 
 
 def test_resources_and_tracking():
-    assert load("resources: {cpu: 0.5, gpu: 1, max_concurrent: 3}").resources == {
+    assert load("resources: {cpu: 0.5, gpu: 1, max_concurrent: 3}").resources.as_dict() == {
         "cpu": 0.5, "gpu": 1.0, "max_concurrent": 3}
     assert "resources.gpu: must be in [0, 1] (a trial trains on one GPU" in str(
         error_of("resources: {gpu: 2}"))
-    assert load("resources: {gpu: 0.25}").resources["gpu"] == 0.25
+    assert load("resources: {gpu: 0.25}").resources.gpu == 0.25
     assert "resources.cpu: must be in (0, inf]" in str(error_of("resources: {cpu: 0}"))
     assert "resources.gpu" in str(error_of("resources: {gpu: -1}"))
     tracking = load("name: n\ntracking: {uri: 'sqlite:////tmp/x.db', experiment: e}").tracking
