@@ -211,7 +211,7 @@ def _warm_k(space: Any, plan: TrialPlan, uses_searcher: bool, k: int) -> int:
     drawn up front) and grids (their points are fixed), at most the run's budget."""
     if k < 0:
         raise UserError(f"--warm-start: must be >= 0, got {k}")
-    grid = field_of(field_of(space, "sampler", {}), "name") == "grid"
+    grid = space.sampler.name == "grid"
     return 0 if not uses_searcher or grid else min(k, plan.budget.trials)
 
 

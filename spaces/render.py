@@ -123,7 +123,7 @@ def describe(space: Space) -> str:
     lines.append(f"  objective: {objectives}")
     lines.append("  budget: " + _pairs(s.budget.as_dict()))
     for name in ("sampler", "pruner"):
-        section = getattr(s, name)
+        section = s.sections()[name]
         rest = {k: v for k, v in section.items() if k != "name"}
         lines.append(f"  {name}: {section['name']}" + (f" ({_pairs(rest)})" if rest else ""))
     lines.append("  resources: " + _pairs(s.resources.as_dict()))

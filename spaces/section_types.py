@@ -146,5 +146,6 @@ def typed(found: dict[str, Any]) -> dict[str, Any]:
         **found,
         "objective": tuple(Objective(**o) for o in found["objective"]),
         "budget": Budget(**found["budget"]),
+        "sampler": Sampler(**found["sampler"]),
         "resources": Resources(**found["resources"]),
     }

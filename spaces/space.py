@@ -59,7 +59,7 @@ class Space:
     objectives = property(lambda self: self._sections["objective"],
                           doc="tuple[Objective, ...]: what the search optimises, first first")
     budget = property(lambda self: self._sections["budget"], doc="Budget")
-    sampler = property(lambda self: dict(self._sections["sampler"]))
+    sampler = property(lambda self: self._sections["sampler"], doc="Sampler")
     pruner = property(lambda self: dict(self._sections["pruner"]))
     resources = property(lambda self: self._sections["resources"], doc="Resources")
     tracking = property(lambda self: dict(self._sections["tracking"]))

@@ -102,7 +102,7 @@ def parent_params(space: Any) -> dict[str, Any]:
 
 def parent_tags(space: Any, path: Path | None, output: Path, texts: dict) -> dict[str, str]:
     tags = {"search.name": space.name, "search.output_dir": str(output),
-            "search.sampler": field_of(field_of(space, "sampler", {}), "name"),
+            "search.sampler": space.sampler.name,
             "search.pruner": field_of(field_of(space, "pruner", {}), "name"),
             "versions.python": platform.python_version()}
     if path is not None and Path(path).is_file():

@@ -103,11 +103,11 @@ def test_grid_takes_several_objectives_in_both():
 def test_defaults_come_from_the_capability_table():
     space = load_space("name: d\nsampler: {name: cmaes}\npruner: {name: median}\n"
                        "space:" + STATIC)
-    assert space.sampler["n_startup_trials"] == capabilities.SAMPLERS["cmaes"].options[
+    assert space.sampler.n_startup_trials == capabilities.SAMPLERS["cmaes"].options[
         "n_startup_trials"]
     assert space.pruner["grace_period"] == capabilities.PRUNERS["median"].options["grace_period"]
-    # a builder handed a section without the option uses the same default
-    sampler = build_sampler({"sampler": {"name": "gp"}, "seed": 0}, 1)
+    # the builder reads the value the space resolved
+    sampler = build_sampler(load_space("name: g\nsampler: {name: gp}\n"), 1)
     assert sampler._n_startup_trials == capabilities.SAMPLERS["gp"].options["n_startup_trials"]
     # an objective known only at the end leaves nothing to prune on: pruner none by default
     assert load_space("name: f\nobjective: num_params\n").pruner["name"] == "none"

@@ -348,7 +348,7 @@ def test_int_params_accept_integral_floats_from_json():
 def test_the_master_seed_seeds_weights_batches_and_split():
     assert load("seed: 0\n").fixed["train"]["seed"] == 0
     space = load("seed: 7\nspace:\n  optimizer:\n    lr: {low: 1.0e-3, high: 1.0e-1}\n")
-    assert space.sampler["seed"] == 7
+    assert space.sampler.seed == 7
     config = space.sample(1)[0][1]
     assert config["train"]["seed"] == 7 and config["data"]["split_seed"] == 7
     assert space.fixed["train"]["seed"] == 7 and space.fixed["data"]["split_seed"] == 7

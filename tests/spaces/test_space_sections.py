@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from space_helpers import error_of, load
 
-from spaces.section_types import Budget, Objective, Resources
+from spaces.section_types import Budget, Objective, Resources, Sampler
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
 
@@ -15,8 +15,8 @@ def test_defaults():
     assert space.objectives == (Objective("val_accuracy", "maximize"),)
     epochs = defaults()["train"]["epochs"]
     assert space.budget == Budget(trials=20, max_epochs=epochs, time_limit=None, target=None)
-    assert space.sampler == {"name": "tpe", "seed": 5, "n_startup_trials": 8,
-                             "multivariate": True, "group": True, "constant_liar": True}
+    assert space.sampler == Sampler(name="tpe", seed=5, n_startup_trials=8, multivariate=True,
+                                    group=True, constant_liar=True)
     assert space.pruner == {"name": "asha", "grace_period": 1, "reduction_factor": 3,
                             "brackets": 1}
     assert space.resources == Resources(cpu=1.0, gpu=0.0, max_concurrent=None)
@@ -69,11 +69,11 @@ def test_budget():
 
 
 def test_sampler_options_follow_the_sampler():
-    assert load("sampler: {name: qmc, qmc_type: halton}").sampler == {
+    assert load("sampler: {name: qmc, qmc_type: halton}").sampler.as_dict() == {
         "name": "qmc", "seed": 0, "qmc_type": "halton"}
-    assert load("seed: 4\nsampler: {name: random, seed: 9}").sampler == {"name": "random",
-                                                                      "seed": 9}
-    assert load("sampler: {name: gp, n_startup_trials: 4}").sampler["n_startup_trials"] == 4
+    assert load("seed: 4\nsampler: {name: random, seed: 9}").sampler.as_dict() == {
+        "name": "random", "seed": 9}
+    assert load("sampler: {name: gp, n_startup_trials: 4}").sampler.n_startup_trials == 4
     err = error_of("sampler:\n  name: cmaes\n  constant_liar: false\n")
     assert err.line == 3 and "does not apply to sampler name cmaes (only to tpe)" in str(err)
     assert "did you mean 'tpe'" in str(error_of("sampler: {name: tpee}"))
@@ -95,7 +95,7 @@ def test_grid_sampler_takes_stepped_floats_ints_and_choices():
 
 
 def test_pruners():
-    assert load("pruner: {name: pbt}").sampler["name"] == "random"
+    assert load("pruner: {name: pbt}").sampler.name == "random"
     assert load("pruner: {name: pbt, perturbation_interval: 3}").pruner == {
         "name": "pbt", "perturbation_interval": 3, "quantile_fraction": 0.25}
     assert load("pruner: {name: median, grace_period: 3}").pruner == {
