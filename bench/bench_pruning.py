@@ -117,7 +117,7 @@ def main() -> int:
     from spaces import load_space
 
     base = load_space(args.space)
-    own = {k: v for k, v in base.pruner.items() if k in PRUNER_KEYS}
+    own = {k: v for k, v in base.pruner.as_dict().items() if k in PRUNER_KEYS}
     arms = [parse_arm(a) for a in args.arm] or [own]
     size = (args.trials or base.budget.trials, args.epochs or base.fixed["train"]["epochs"])
     rows = [r for r in read_rows(args.results)  # of this size only

@@ -219,7 +219,7 @@ def _tracking(space: Any, options: RunOptions, output: Path, run_id: str, study,
               previous: dict | None = None, resume: bool = False):
     """The MLflow callback when the space's tracking is enabled (search/tracking/); its parent
     run links to the previous run of the study."""
-    if not (field_of(space, "tracking", {}) or {}).get("enabled", True):
+    if not space.tracking.enabled:
         return None
     from search.tracking.factory import make_tracking
 

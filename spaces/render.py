@@ -127,8 +127,8 @@ def describe(space: Space) -> str:
         rest = {k: v for k, v in section.items() if k != "name"}
         lines.append(f"  {name}: {section['name']}" + (f" ({_pairs(rest)})" if rest else ""))
     lines.append("  resources: " + _pairs(s.resources.as_dict()))
-    lines.append("  tracking: " + _pairs(s.tracking))
-    for stage in s.stages:
+    lines.append("  tracking: " + _pairs(s.tracking.as_dict()))
+    for stage in s.sections()["stages"]:
         rest = {k: v for k, v in stage.items() if k not in ("stage", "student", "data")}
         lines.append(f"  stage {stage['stage']}: {_pairs(rest)}")
     lines.append(f"{len(s.params)} searched parameters, {branch_count(s)} conditional branches")

@@ -135,17 +135,18 @@ def written(section: Any) -> Any:
     """A section as the space file writes it: plain values (objectives and stages a list)."""
     if isinstance(section, tuple):
         return [s.as_dict() for s in section]
-    if hasattr(section, "as_dict"):
-        return section.as_dict()
-    return copy.deepcopy(section)
+    return section.as_dict()
 
 
 def typed(found: dict[str, Any]) -> dict[str, Any]:
     """The validated sections (mappings with every default filled) as these objects."""
     return {
-        **found,
         "objective": tuple(Objective(**o) for o in found["objective"]),
         "budget": Budget(**found["budget"]),
         "sampler": Sampler(**found["sampler"]),
+        "pruner": Pruner(**found["pruner"]),
         "resources": Resources(**found["resources"]),
+        "tracking": Tracking(**found["tracking"]),
+        "stages": tuple(Stage(s["stage"], {k: v for k, v in s.items() if k != "stage"})
+                        for s in found["stages"]),
     }

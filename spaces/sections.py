@@ -98,8 +98,7 @@ PRUNER = Section("pruner", {
     defaults={name: dict(c.options) for name, c in caps.PRUNERS.items()})
 
 # A trial trains on one GPU: no data parallelism inside a trial (search/README.md, "GPUs").
-GPU = Check("in [0, 1] (a trial trains on one GPU: use 1, and trials run side by side, one "
-            "per GPU, or a fraction such as 0.25 to share one)",
+GPU = Check("in [0, 1] (a trial trains on one GPU; a fraction shares one)",
             lambda v: 0 <= v <= 1)
 RESOURCES = Section("resources", {
     "cpu": O("float", 1.0, "CPUs per trial", POSITIVE),

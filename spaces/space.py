@@ -37,7 +37,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent
 
 
 class Space:
-    """A search space. Read-only: every accessor returns a copy."""
+    """A search space. Read-only: every accessor returns a copy or a frozen section."""
 
     def __init__(self, *, name: str, description: str, seed: int, fixed: Fixed,
                  params: list[Param], sections: dict[str, Any], probed: bool,
@@ -60,10 +60,10 @@ class Space:
                           doc="tuple[Objective, ...]: what the search optimises, first first")
     budget = property(lambda self: self._sections["budget"], doc="Budget")
     sampler = property(lambda self: self._sections["sampler"], doc="Sampler")
-    pruner = property(lambda self: dict(self._sections["pruner"]))
+    pruner = property(lambda self: self._sections["pruner"], doc="Pruner")
     resources = property(lambda self: self._sections["resources"], doc="Resources")
-    tracking = property(lambda self: dict(self._sections["tracking"]))
-    stages = property(lambda self: copy.deepcopy(self._sections["stages"]))
+    tracking = property(lambda self: self._sections["tracking"], doc="Tracking")
+    stages = property(lambda self: self._sections["stages"], doc="tuple[Stage, ...]")
 
     @property
     def fixed(self) -> dict[str, dict]:

@@ -63,8 +63,8 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
             elif child.name != PIPELINE_FILE:
                 child.unlink()
         forget(url, distill_study)
-    tracking_on = (field_of(space, "tracking", {}) or {}).get("enabled", True)
-    log = StageLog.open(output, run_folder.name, tracking_uri) if tracking_on else None
+    log = StageLog.open(output, run_folder.name, tracking_uri) if space.tracking.enabled \
+        else None
     cpus = cpus or (info.get("options") or {}).get("cpus")
     distill = {"storage_url": url, "name": distill_study, "seed": field_of(space, "seed")}
     runner = _Pipeline(folder, source, stages, log, cpus, stream or sys.stdout, distill)

@@ -41,22 +41,22 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
     before this one, which a scheduled re-run continues). `register=False`: no model is
     registered (a training function of the user's own writes checkpoints `loader` cannot
     rebuild)."""
-    tracking = dict(field_of(space, "tracking", {}) or {})
-    if not tracking.get("enabled", True):
+    tracking = space.tracking
+    if not tracking.enabled:
         return None
     output = Path(output_dir).expanduser().absolute()
-    uri = resolve_uri(tracking_uri, tracking.get("uri"), output)
+    uri = resolve_uri(tracking_uri, tracking.uri, output)
     client = open_client(uri)
     run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S")
     objective = space.objectives[0]
     settings = Settings(
-        uri=uri, experiment=tracking.get("experiment") or space.name,
+        uri=uri, experiment=tracking.experiment,
         artifact_location=artifact_location(uri, output),
         search_id=f"{run_id}@{hashlib.sha1(str(output).encode()).hexdigest()[:8]}",
         name=space.name, output_dir=str(output), run_id=run_id, metric=objective.metric,
-        mode=objective.mode, keep_checkpoints=int(tracking.get("keep_checkpoints", 3)),
+        mode=objective.mode, keep_checkpoints=tracking.keep_checkpoints,
         budget=space.budget.max_epochs,
-        register_as=(tracking.get("register_as") or space.name) if register else "",
+        register_as=tracking.register_as if register else "",
         loader=loader)
     settings.save()
     writer = settings.writer(client)
@@ -103,7 +103,7 @@ def parent_params(space: Any) -> dict[str, Any]:
 def parent_tags(space: Any, path: Path | None, output: Path, texts: dict) -> dict[str, str]:
     tags = {"search.name": space.name, "search.output_dir": str(output),
             "search.sampler": space.sampler.name,
-            "search.pruner": field_of(field_of(space, "pruner", {}), "name"),
+            "search.pruner": space.pruner.name,
             "versions.python": platform.python_version()}
     if path is not None and Path(path).is_file():
         tags["search.space_file"] = str(Path(path).absolute())

@@ -105,12 +105,12 @@ def test_defaults_come_from_the_capability_table():
                        "space:" + STATIC)
     assert space.sampler.n_startup_trials == capabilities.SAMPLERS["cmaes"].options[
         "n_startup_trials"]
-    assert space.pruner["grace_period"] == capabilities.PRUNERS["median"].options["grace_period"]
+    assert space.pruner.grace_period == capabilities.PRUNERS["median"].options["grace_period"]
     # the builder reads the value the space resolved
     sampler = build_sampler(load_space("name: g\nsampler: {name: gp}\n"), 1)
     assert sampler._n_startup_trials == capabilities.SAMPLERS["gp"].options["n_startup_trials"]
     # an objective known only at the end leaves nothing to prune on: pruner none by default
-    assert load_space("name: f\nobjective: num_params\n").pruner["name"] == "none"
+    assert load_space("name: f\nobjective: num_params\n").pruner.name == "none"
 
 
 def test_pbt_needs_a_parameter_it_may_change_in_both():

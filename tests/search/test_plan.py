@@ -61,5 +61,5 @@ def test_concurrency_fits_the_cluster_and_max_concurrent():
 def test_more_than_one_gpu_per_trial_is_refused():
     for gpu in (1.5, 2):
         with pytest.raises(UserError, match=r"resources.gpu: must be in \[0, 1\] \(a trial trains "
-                                            r"on one GPU: use 1"):
+                                            r"on one GPU; a fraction shares one\)"):
             load_space(f"name: r\nresources: {{cpu: 1, gpu: {gpu}}}\n")

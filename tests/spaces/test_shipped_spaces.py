@@ -47,10 +47,10 @@ def test_quickstart_is_what_the_task_describes():
     assert fixed["data"]["dataset"] == "mnist5k" and fixed["model"]["name"] == "cnn"
     assert fixed["scheduler"]["name"] == "onecycle"
     # sizes (trials, epochs, grace period) are left for tuning; the shape is the promise
-    assert space.pruner["name"] == "asha" and space.sampler.name == "tpe"
+    assert space.pruner.name == "asha" and space.sampler.name == "tpe"
     assert space.resources.cpu == 1
-    assert [s["stage"] for s in space.stages] == ["finetune", "distill", "quantize"]
-    assert space.stages[2]["mode"] == "int8_static"
+    assert [s.name for s in space.stages] == ["finetune", "distill", "quantize"]
+    assert space.stages[2].options["mode"] == "int8_static"
 
 
 def test_other_shipped_spaces_keep_their_promises():

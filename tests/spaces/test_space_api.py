@@ -297,10 +297,10 @@ def test_accessors_return_copies():
     space.fixed["model"]["width"] = 999
     with pytest.raises(dataclasses.FrozenInstanceError):  # the sections are frozen
         space.budget.trials = 999
-    space.stages[0]["epochs"] = 999
+    space.stages[0].as_dict()["epochs"] = 999
     space.fixed_values["train"]["epochs"] = 999
     assert space.fixed["model"]["width"] != 999 and space.budget.trials == 16
-    assert space.stages[0]["epochs"] == 2 and "epochs" not in space.fixed_values["train"]
+    assert space.stages[0].options["epochs"] == 2 and "epochs" not in space.fixed_values["train"]
 
 
 def test_sources_and_names(tmp_path: Path):

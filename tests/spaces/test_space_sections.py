@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from space_helpers import error_of, load
 
-from spaces.section_types import Budget, Objective, Resources, Sampler
+from spaces.section_types import Budget, Objective, Pruner, Resources, Sampler, Tracking
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
 
@@ -17,12 +17,11 @@ def test_defaults():
     assert space.budget == Budget(trials=20, max_epochs=epochs, time_limit=None, target=None)
     assert space.sampler == Sampler(name="tpe", seed=5, n_startup_trials=8, multivariate=True,
                                     group=True, constant_liar=True)
-    assert space.pruner == {"name": "asha", "grace_period": 1, "reduction_factor": 3,
-                            "brackets": 1}
+    assert space.pruner == Pruner(name="asha", grace_period=1, reduction_factor=3, brackets=1)
     assert space.resources == Resources(cpu=1.0, gpu=0.0, max_concurrent=None)
-    assert space.tracking == {"enabled": True, "uri": None, "experiment": "d",
-                              "keep_checkpoints": 3, "register_as": "d"}
-    assert space.stages == []
+    assert space.tracking == Tracking(enabled=True, uri=None, experiment="d",
+                                      keep_checkpoints=3, register_as="d")
+    assert space.stages == ()
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -39,7 +38,7 @@ def test_objective_forms(raw, expected):
 
 def test_multi_objective_defaults_and_limits():
     space = load("objective: [val_accuracy, num_params]\n")
-    assert space.pruner == {"name": "none"}
+    assert space.pruner.as_dict() == {"name": "none"}
     assert "each metric may appear once" in str(error_of(
         "objective: [val_accuracy, val_accuracy]\n"))
     assert "needs at least one metric" in str(error_of("objective: []\n"))
@@ -96,11 +95,11 @@ def test_grid_sampler_takes_stepped_floats_ints_and_choices():
 
 def test_pruners():
     assert load("pruner: {name: pbt}").sampler.name == "random"
-    assert load("pruner: {name: pbt, perturbation_interval: 3}").pruner == {
+    assert load("pruner: {name: pbt, perturbation_interval: 3}").pruner.as_dict() == {
         "name": "pbt", "perturbation_interval": 3, "quantile_fraction": 0.25}
-    assert load("pruner: {name: median, grace_period: 3}").pruner == {
+    assert load("pruner: {name: median, grace_period: 3}").pruner.as_dict() == {
         "name": "median", "grace_period": 3}
-    assert load("pruner: {name: hyperband}").pruner == {
+    assert load("pruner: {name: hyperband}").pruner.as_dict() == {
         "name": "hyperband", "reduction_factor": 3}
     assert "grace_period: does not apply to pruner name hyperband" in str(
         error_of("pruner: {name: hyperband, grace_period: 2}"))
@@ -123,8 +122,8 @@ def test_resources_and_tracking():
     assert "resources.cpu: must be in (0, inf]" in str(error_of("resources: {cpu: 0}"))
     assert "resources.gpu" in str(error_of("resources: {gpu: -1}"))
     tracking = load("name: n\ntracking: {uri: 'sqlite:////tmp/x.db', experiment: e}").tracking
-    assert tracking["uri"] == "sqlite:////tmp/x.db" and tracking["experiment"] == "e"
-    assert tracking["register_as"] == "n"
+    assert tracking.uri == "sqlite:////tmp/x.db" and tracking.experiment == "e"
+    assert tracking.register_as == "n"
     assert "tracking.keep_checkpoints" in str(error_of("tracking: {keep_checkpoints: -1}"))
 
 
@@ -137,19 +136,21 @@ def test_stages():
             knn: 5
             data: {batch_size: 32}
     """)
-    assert space.stages == [{"stage": "finetune", "mode": "transfer", "lr_scale": 0.1,
-                             "epochs": 3, "freeze": 2, "knn": 5, "data": {"batch_size": 32},
-                             "enabled": True}]
+    assert space.sections()["stages"] == [{
+        "stage": "finetune", "mode": "transfer", "lr_scale": 0.1, "epochs": 3, "freeze": 2,
+        "knn": 5, "data": {"batch_size": 32}, "enabled": True}]
     distill = load("stages: [{stage: distill, student: {name: mlp, width: 64}}]").stages[0]
+    distill = distill.options
     assert distill["student"]["name"] == "mlp" and distill["student"]["width"] == 64
     assert distill["student"]["depth"] == 2  # the catalog default of an mlp
-    default = load("stages: [{stage: distill}]").stages[0]["student"]
+    default = load("stages: [{stage: distill}]").stages[0].options["student"]
     assert (default["name"], default["width"], default["hidden"]) == ("cnn", 8, 32)
     assert default["dropout"] == 0.0
     mixed = load("stages: [{stage: distill, augment: {mixup: 0.4, shift: 2}}]").stages[0]
+    mixed = mixed.options
     assert mixed["augment"] == {"mixup": 0.4, "shift": 2}
-    assert load("stages: [{stage: distill}]").stages[0]["augment"] is None
-    quantize = load("stages: [{stage: quantize, mode: float16}]").stages[0]
+    assert load("stages: [{stage: distill}]").stages[0].options["augment"] is None
+    quantize = load("stages: [{stage: quantize, mode: float16}]").stages[0].as_dict()
     assert quantize == {"stage": "quantize", "mode": "float16", "enabled": True}
     for text, needle in [
         ("stages: {stage: finetune}", "must be a list"),

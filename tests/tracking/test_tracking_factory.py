@@ -33,7 +33,7 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
     assert cb.settings.uri == sqlite_uri  # the default: <output>/mlflow.db
     assert cb.settings.experiment == space.name and cb.settings.register_as == space.name
     assert cb.settings.metric == "val_accuracy" and cb.settings.mode == "max"
-    assert cb.settings.keep_checkpoints == space.tracking["keep_checkpoints"]
+    assert cb.settings.keep_checkpoints == space.tracking.keep_checkpoints
     assert (tmp_path / "tracking" / unique / "settings.json").is_file()
     client = MlflowClient(sqlite_uri)
     parent = client.get_run(cb.tracker.parent_id)
