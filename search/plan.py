@@ -1,15 +1,15 @@
-"""What one search run needs from a space, as small frozen objects made by pure functions.
+"""How a run's trials fit the cluster: how many run at once, how a GPU share spreads over the
+GPUs, the epochs a budget caps.
 
-The space (spaces.load_space) has already validated its sections; these functions only give them
-the shapes the orchestration uses: objectives with Tune's min/max modes, a budget with plain
-numbers, per-trial resources as the request Ray will get, and the concurrency that fits the
-cluster. They accept mappings or attribute objects so tests can hand in small stand-ins.
+The space's sections are already typed (spaces/section_types.py: `space.objectives`,
+`space.budget`, `space.resources`, validated with their defaults by spaces); these pure functions
+only size them against what the Ray cluster holds.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Mapping
 
 from search.errors import UserError
 # Metrics fit() reports after every epoch (a scheduler can prune on them) and those known only
@@ -17,15 +17,6 @@ from search.errors import UserError
 from spaces.capabilities import EPOCH_METRICS, FINAL_METRICS  # noqa: F401
 # The space's typed sections that a run's plan carries (spaces/section_types.py)
 from spaces.section_types import Budget, Objective, Resources  # noqa: F401
-
-
-def field_of(obj: Any, name: str, default: Any = None) -> Any:
-    """`obj[name]` for mappings, `obj.name` otherwise."""
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 def node_slots(res: Resources, node: Mapping[str, float], gpu: float | None = None) -> int:

@@ -24,7 +24,7 @@ from search import study as studies
 from search.cluster import ray_session
 from search.disk import DiskBudget
 from search.errors import UserError
-from search.plan import concurrency, field_of
+from search.plan import concurrency
 from search.pbt import checkpoints_to_keep
 from search.progress import Progress, TargetStopper
 from search.pruners import build_scheduler, holding_note, pruner_info, started_at_once
@@ -201,7 +201,7 @@ def _how_to_search(space: Any, plan: TrialPlan, uses_searcher: bool, **common):
         return searcher, searcher.number_of, None, plan.budget.trials, []
     from search.pbt import StudyRecorder, initial_population
 
-    population = initial_population(space, plan.budget.trials, field_of(space, "seed"))
+    population = initial_population(space, plan.budget.trials, space.seed)
     return (None, None, {"params": tune.grid_search(population)}, 1,
             [StudyRecorder(space, **common)])
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search.errors import UserError
-from search.plan import field_of
 
 from .files import MODEL_FILE, PIPELINE_FILE, RESULT_FILE, plain, read_json, write_result
 from .placement import in_task, stage_resources, train_stage
@@ -66,7 +65,7 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
     log = StageLog.open(output, run_folder.name, tracking_uri) if space.tracking.enabled \
         else None
     cpus = cpus or (info.get("options") or {}).get("cpus")
-    distill = {"storage_url": url, "name": distill_study, "seed": field_of(space, "seed")}
+    distill = {"storage_url": url, "name": distill_study, "seed": space.seed}
     runner = _Pipeline(folder, source, stages, log, cpus, stream or sys.stdout, distill)
     address = (info.get("options") or {}).get("address")
     runner.resources = stage_resources(space, address)

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from search.plan import field_of
-
 from .backend import artifact_location, normalise, open_client, redact, resolve_uri
 from .callback import TrackingCallback
 from .registry import DEFAULT_LOADER
@@ -85,7 +83,7 @@ def parent_params(space: Any) -> dict[str, Any]:
     search's own sections, as dotted names."""
     searched = {getattr(p, "path", None) for p in getattr(space, "params", [])} | \
         {getattr(p, "name", None) for p in getattr(space, "params", [])}
-    params = {k: v for k, v in flatten(field_of(space, "fixed", {}) or {}).items()
+    params = {k: v for k, v in flatten(space.fixed).items()
               if k not in searched}
     written = space.sections()
     for section in SEARCH_SECTIONS:
@@ -94,7 +92,7 @@ def parent_params(space: Any) -> dict[str, Any]:
             params.update(flatten(value, f"search.{section}."))
         elif value is not None:
             params[f"search.{section}"] = value
-    params["search.seed"] = field_of(space, "seed")
+    params["search.seed"] = space.seed
     params["search.searched"] = ", ".join(getattr(p, "name", str(p))
                                           for p in getattr(space, "params", []))
     return params
@@ -111,7 +109,7 @@ def parent_tags(space: Any, path: Path | None, output: Path, texts: dict) -> dic
     elif "space.yaml" in texts:
         tags["search.space_yaml_sha256"] = hashlib.sha256(
             texts["space.yaml"].encode()).hexdigest()
-    description = field_of(space, "description")
+    description = space.description
     if description:
         tags["mlflow.note.content"] = description
     for package in PACKAGES:
