@@ -43,10 +43,10 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
     fixed = space.fixed
     assert params["data.dataset"] == fixed["data"]["dataset"]
     assert params["train.epochs"] == str(fixed["train"]["epochs"])
-    assert params["search.budget.trials"] == str(space.budget["trials"])
+    assert params["search.budget.trials"] == str(space.budget.trials)
     assert params["search.searched"] == ", ".join(p.name for p in space.params)
     assert tags["search.space_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert tags["search.sampler"] == space.sampler["name"]
+    assert tags["search.sampler"] == space.sampler.name
     assert tags["mlflow.runName"] == f"{space.name} {unique}"
     exp = client.get_experiment(parent.info.experiment_id)
     assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
