@@ -2,9 +2,12 @@
 combinations that Optuna and Ray Tune cannot run."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from space_helpers import error_of, load
 
+from spaces import sections as S
 from spaces.section_types import Budget, Objective, Pruner, Resources, Sampler, Tracking
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
@@ -176,3 +179,12 @@ def test_stages():
         ("stages: [{stage: finetune, augment: {mixup: 0.4}}]", "unknown finetune option"),
     ]:
         assert needle in str(error_of(text)), text
+
+
+@pytest.mark.parametrize("table, cls", [
+    (S.OBJECTIVE, Objective), (S.BUDGET, Budget), (S.SAMPLER, Sampler), (S.PRUNER, Pruner),
+    (S.RESOURCES, Resources), (S.TRACKING, Tracking)])
+def test_each_typed_section_has_a_field_per_option(table, cls):
+    """spaces/section_types.py and the option tables name the same options: an option added to
+    a table without its field (or the reverse) fails here, not in a user's run."""
+    assert [f.name for f in dataclasses.fields(cls)] == list(table.options)
