@@ -67,7 +67,7 @@ def run_arm(args, arm: dict, seed: int, rep: int, tmp: str) -> dict:
     space = variant(args.space, name=name, trials=args.trials, epochs=args.epochs, pruner=arm,
                     seed=seed, train=train)
     row = search(space, Path(tmp, name), args.fit, cpus=args.cpus)
-    return {"arm": label(arm), "seed": seed, "rep": rep, "trials": space.budget["trials"],
+    return {"arm": label(arm), "seed": seed, "rep": rep, "trials": space.budget.trials,
             "epochs_per_trial": space.fixed["train"]["epochs"], **row}
 
 
@@ -117,9 +117,9 @@ def main() -> int:
     from spaces import load_space
 
     base = load_space(args.space)
-    own = {k: v for k, v in base.pruner.items() if k in PRUNER_KEYS}
+    own = {k: v for k, v in base.pruner.as_dict().items() if k in PRUNER_KEYS}
     arms = [parse_arm(a) for a in args.arm] or [own]
-    size = (args.trials or base.budget["trials"], args.epochs or base.fixed["train"]["epochs"])
+    size = (args.trials or base.budget.trials, args.epochs or base.fixed["train"]["epochs"])
     rows = [r for r in read_rows(args.results)  # of this size only
             if (r["trials"], r["epochs_per_trial"]) == size]
     done = {(r["arm"], r["seed"], r.get("rep", 0)) for r in rows}

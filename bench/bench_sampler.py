@@ -33,7 +33,7 @@ def main() -> int:
     args = ap.parse_args()
     from spaces import load_space
 
-    base = load_space(args.space).sampler
+    base = load_space(args.space).sampler.as_dict()
     tpe = {k: v for k, v in base.items() if k != "seed"} if base["name"] == "tpe" \
         else {"name": "tpe"}
     best: dict[str, list[float]] = {"tpe": [], "random": []}

@@ -51,7 +51,7 @@ CPU = torch.device("cpu")
 
 
 def stage_of(space, name: str) -> dict:
-    return next(s for s in space.stages if s["stage"] == name)
+    return next(s.as_dict() for s in space.stages if s.name == name)
 
 
 def latencies(models: dict, x: torch.Tensor, rounds: int, repeats: int,

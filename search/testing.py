@@ -5,16 +5,17 @@ written before the report, resume, early stop on a True return) but its epochs t
 time and its accuracy is a known function of the learning rate, optimiser and width, so tests
 can tell a good sampler from a bad one and benchmarks can compare wall time with the ideal.
 Use it with `search run --fit search.testing:known_work_fit`; an epoch lasts
-`$SEARCH_KNOWN_WORK_SECONDS` seconds (default 0.2) unless the config's `toy.epoch_seconds` says;
-with `$SEARCH_KNOWN_WORK_LOG` (or `toy.log`) each call appends a line (lr, start epoch, time,
-the GPUs it was given). With `$SEARCH_KNOWN_WORK_MEET=N:DIR` (or `toy.meet`) and DIR present,
-each call signs in to DIR and waits (up to 2 minutes) until N calls have: trials overlap for
-sure, e.g. to see them on every node of a cluster however long Ray takes to start a trial's
-actor. `toy.oom_if_lr_above` raises torch's OutOfMemoryError, as a GPU trial that does not fit.
+`$SEARCH_KNOWN_WORK_SECONDS` seconds (default 0.2) unless its `params.epoch_seconds` says (its
+settings are the `params:` of a space naming it as `fit:`); with `$SEARCH_KNOWN_WORK_LOG` (or
+`params.log`) each call appends a line (lr, start epoch, time, the GPUs it was given). With
+`$SEARCH_KNOWN_WORK_MEET=N:DIR` (or `params.meet`) and DIR present, each call signs in to DIR
+and waits (up to 2 minutes) until N calls have: trials overlap for sure, e.g. to see them on
+every node of a cluster however long Ray takes to start a trial's actor.
+`params.oom_if_lr_above` raises torch's OutOfMemoryError, as a GPU trial that does not fit.
 
-`ToySpace` is a hand-made object with the interface of `spaces.Space` over a three- or
-four-parameter space (conditional momentum for sgd), so the search package is testable on its
-own.
+`toy_space(...)` writes the YAML of a three- or four-parameter space of such trials
+(conditional momentum for sgd) and loads it with `spaces.load_space`: tests of the search
+package run on real spaces.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +60,8 @@ def quality(config: dict) -> float:
 
 
 def _toy(config: dict) -> dict:
-    return config.get("toy", {}) or {}
+    """Its own settings: the `params` of a space that names it as `fit:`."""
+    return config.get("params", {}) or {}
 
 
 def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
@@ -119,6 +121,11 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
                            str(Path(checkpoint_dir, "best.pt")) if checkpoint_dir else None)
 
 
+def failing_fit(config: dict, **kw: Any) -> None:
+    """A training function whose every trial fails (as Optuna's testing `fail_objective`)."""
+    raise RuntimeError("failing_fit: every trial of it fails")
+
+
 # Read by `search run` (commands/run.py): a fit function with `trains_model = False` leaves no
 # model for the stages to start from, so they are skipped.
 known_work_fit.trains_model = False  # type: ignore[attr-defined]
@@ -144,91 +151,64 @@ def _diverged(epoch: int, loss: float) -> Exception:
     return DivergedError(epoch, loss)
 
 
-@dataclass
-class ToySpace:
-    """A stand-in for spaces.Space: lr (log), optimizer (adamw|sgd), sgd's momentum
-    (conditional), width (log int)."""
-
-    name: str = "toy"
-    seed: int = 0
-    epochs: int = 3
-    trials: int = 6
-    sampler_name: str = "tpe"
-    pruner_name: str = "none"
-    conditional: bool = True
-    objective: Any = field(default_factory=lambda: {"metric": "val_accuracy",
-                                                    "direction": "maximize"})
-    toy: dict = field(default_factory=dict)
-    budget: dict = field(default_factory=dict)
-    sampler: dict = field(default_factory=dict)
-    pruner: dict = field(default_factory=dict)
-    resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0, "max_concurrent": None})
-    tracking: dict = field(default_factory=lambda: {"enabled": False})
-    train: dict = field(default_factory=dict)  # more train settings, e.g. {"device": "cpu"}
-    stages: list = field(default_factory=list)
-    space_format = "toy"  # how a run's record of it is read back (search/lifecycle/runs.py)
-
-    def to_yaml(self) -> str:
-        import dataclasses
-
-        import yaml
-
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
-
-    def __post_init__(self) -> None:
-        self.budget = {"trials": self.trials, "max_epochs": None, "time_limit": None,
-                       "target": None, **self.budget}
-        self.sampler = {"name": self.sampler_name, "seed": None, "n_startup_trials": 3,
-                        "multivariate": True, "group": True, "constant_liar": True,
-                        "qmc_type": "sobol", **self.sampler}
-        self.pruner = {"name": self.pruner_name, "grace_period": 1, "reduction_factor": 2,
-                       "brackets": 1, "perturbation_interval": 1, "quantile_fraction": 0.25,
-                       **self.pruner}
-
-    @property
-    def has_conditionals(self) -> bool:
-        return self.conditional
-
-    @property
-    def fixed(self) -> dict:
-        return self.config_from_params({})
-
-    def define_by_run(self, trial) -> dict:
-        trial.suggest_float("optimizer.lr", 1e-4, 1.0, log=True)
-        choices = ["adamw", "sgd"] if self.conditional else ["adamw", "adam"]
-        name = trial.suggest_categorical("optimizer.name", choices)
-        if name == "sgd":
-            trial.suggest_float("optimizer.momentum", 0.0, 0.99)
-        trial.suggest_int("model.width", 8, 64, log=True)
-        return self.config_from_params(trial.params)
-
-    def distributions(self) -> dict | None:
-        if self.conditional:
-            return None
-        from optuna import distributions as d
-
-        return {"optimizer.lr": d.FloatDistribution(1e-4, 1.0, log=True),
-                "optimizer.name": d.CategoricalDistribution(["adamw", "adam"]),
-                "model.width": d.IntDistribution(8, 64, log=True)}
-
-    def grid(self) -> dict[str, list]:
-        return {"optimizer.lr": [1e-3, 1e-2, 1e-1], "optimizer.name": ["adamw", "adam"],
-                "model.width": [16, 32]}
-
-    def config_from_params(self, params: dict) -> dict:
-        config: dict[str, dict] = {"optimizer": {"name": "adamw", "lr": 1e-2},
-                                   "model": {"name": "toy", "width": 32},
-                                   "train": {"epochs": self.epochs, "seed": self.seed,
-                                             **self.train},
-                                   "toy": dict(self.toy)}
-        for key, value in params.items():
-            group, option = key.split(".", 1)
-            config[group][option] = value
-        return config
+# The toy space's own choices where the section defaults would make tests slow or coarse:
+# fewer random trials before TPE's model, a halving by 2, PBT steps every epoch.
+TOY_SAMPLER = {"n_startup_trials": 3}
+TOY_PRUNER = {"grace_period": 1, "reduction_factor": 2, "perturbation_interval": 1}
 
 
-def toy_space(text: str, filename: str | None = None) -> ToySpace:
-    """A ToySpace from its `to_yaml()` text."""
+def toy_space(name: str = "toy", *, seed: int = 0, epochs: int = 3, trials: int = 6,
+              sampler_name: str | None = None, pruner_name: str = "none",
+              conditional: bool = True, objective: Any = None, toy: dict | None = None,
+              budget: dict | None = None, sampler: dict | None = None,
+              pruner: dict | None = None, resources: Any = None, tracking: dict | None = None,
+              train: dict | None = None, stages: list | None = None) -> Any:
+    """A real `spaces.Space` (made by `load_space` from YAML) of `known_work_fit` trials over
+    optimizer.lr (log), optimizer.name (adamw|sgd, with sgd's momentum conditional; adamw|adam
+    when not `conditional`) and model.width (log int); a grid sampler gets finite lists (3 lrs
+    x 2 optimisers x 2 widths). `toy` are known_work_fit's own settings (its `params`); a
+    space with `stages` names no `fit:` (stages follow the built-in trainer's checkpoints), so
+    its runs give `--fit` and take no `toy` settings. The sections' keywords are written into
+    the YAML as they are (`tracking` replaces the toy's default, which is off)."""
     import yaml
 
-    return ToySpace(**yaml.safe_load(text))
+    from spaces import capabilities as caps, load_space
+
+    pruner_caps = caps.PRUNERS.get(pruner_name)
+    if sampler_name is None:  # what spaces would pick, named so its own options can be set
+        searcherless = pruner_caps is not None and not pruner_caps.uses_searcher
+        sampler_name = caps.SEARCHERLESS_SAMPLER if searcherless else "tpe"
+    grid = sampler_name == "grid"
+    second = "sgd" if conditional else "adam"
+    searched: dict[str, Any] = {
+        "optimizer": {"lr": {"choices": [1e-3, 1e-2, 1e-1]} if grid else
+                      {"low": 1e-4, "high": 1.0, "log": True},
+                      "name": {"choices": ["adamw", second]}},
+        "model": {"width": {"choices": [16, 32]} if grid else {"low": 8, "high": 64,
+                                                               "log": True}}}
+    if conditional:
+        searched["optimizer"]["momentum"] = {"low": 0.0, "high": 0.99,
+                                             "when": {"optimizer.name": ["sgd"]}}
+    sampler_caps = caps.SAMPLERS.get(sampler_name)
+    own = dict(sampler_caps.options) if sampler_caps else {}
+    pruner_own = dict(pruner_caps.options) if pruner_caps else {}
+    doc: dict[str, Any] = {"name": name, "seed": seed}
+    if not stages:
+        doc["fit"] = "search.testing:known_work_fit"
+    doc["train"] = {"epochs": epochs, **(train or {})}
+    if toy:
+        doc["params"] = dict(toy)
+    doc["space"] = searched
+    doc["objective"] = objective or {"metric": "val_accuracy", "direction": "maximize"}
+    doc["budget"] = {"trials": trials, **(budget or {})}
+    doc["sampler"] = {"name": sampler_name,
+                      **{k: v for k, v in TOY_SAMPLER.items() if k in own}, **(sampler or {})}
+    doc["pruner"] = {"name": pruner_name,
+                     **{k: v for k, v in TOY_PRUNER.items() if k in pruner_own},
+                     **(pruner or {})}
+    if resources is not None:
+        doc["resources"] = resources if isinstance(resources, dict) else resources.as_dict()
+    doc["tracking"] = {"enabled": False} if tracking is None else tracking
+    if stages:
+        doc["stages"] = stages
+    return load_space(yaml.safe_dump(doc, sort_keys=False), filename=f"{name}.yaml")

@@ -1,11 +1,13 @@
 """What each sampler, pruner and objective metric can do: the one source of these facts.
 
 Plain declarative data (no Optuna, no Ray, no torch), read by the space validator
-(spaces/sections.py) and by the run's builders (search/studies/samplers.py, search/tune/pruners.py,
-search/lifecycle/plan.py) alike, so that what `search validate` accepts `search run` accepts. Adding a
+(spaces/sections.py), which fills each entry's defaults into the space's typed sampler and
+pruner sections (spaces/section_types.py), and by the run's builders (search/studies/samplers.py,
+search/tune/pruners.py) alike, so that what `search validate` accepts `search run` accepts. Adding a
 sampler or pruner: an entry here (its options with their defaults and what it can combine with),
-then its build function in search/studies/samplers.py or search/tune/pruners.py (a test checks both tables
-have the same names).
+a field for each new option in spaces/sections.py and spaces/section_types.py, then its build
+function in search/studies/samplers.py or search/tune/pruners.py (a test checks both tables have the same
+names).
 """
 from __future__ import annotations
 
@@ -18,18 +20,8 @@ def _frozen(options: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(options))
 
 
-class _Entry:
-    options: Mapping[str, Any]
-    name: str
-
-    def value(self, section: Mapping[str, Any] | None, key: str) -> Any:
-        """The section's value of `key`, else this entry's default (what a builder reads)."""
-        given = (section or {}).get(key)
-        return self.options[key] if given is None else given
-
-
 @dataclass(frozen=True)
-class SamplerCaps(_Entry):
+class SamplerCaps:
     name: str
     doc: str
     options: Mapping[str, Any] = field(default_factory=dict)  # its own options → default
@@ -39,7 +31,7 @@ class SamplerCaps(_Entry):
 
 
 @dataclass(frozen=True)
-class PrunerCaps(_Entry):
+class PrunerCaps:
     name: str
     doc: str
     options: Mapping[str, Any] = field(default_factory=dict)  # its own options → default

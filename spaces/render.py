@@ -22,7 +22,9 @@ class Space(Protocol):
     fixed_values: dict
     all_params: tuple[Param, ...]
     params: list[Param]
-    objective: list[dict]
+    objectives: tuple
+
+    def sections(self) -> dict[str, Any]: ...
 
 
 def _children(space: Space) -> dict[str, dict[Any, list[Param]]]:
@@ -81,9 +83,7 @@ def space_to_yaml(space: Space) -> str:
             where[option] = _spec(p, kids)
     if tree:
         doc["space"] = tree
-    for name in ("objective", "budget", "sampler", "pruner", "resources", "tracking",
-                 "stages"):
-        doc[name] = getattr(space, name)
+    doc.update(space.sections())
     return dump_yaml(doc, flow_leaves=True)
 
 
@@ -119,16 +119,16 @@ def describe(space: Space) -> str:
         for p in roots:
             _describe_param(p, kids, 4, lines)
     s = space
-    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in s.objective)
+    objectives = ", ".join(f"{o.direction} {o.metric}" for o in s.objectives)
     lines.append(f"  objective: {objectives}")
-    lines.append("  budget: " + _pairs(s.budget))
+    lines.append("  budget: " + _pairs(s.budget.as_dict()))
     for name in ("sampler", "pruner"):
-        section = getattr(s, name)
+        section = s.sections()[name]
         rest = {k: v for k, v in section.items() if k != "name"}
         lines.append(f"  {name}: {section['name']}" + (f" ({_pairs(rest)})" if rest else ""))
-    lines.append("  resources: " + _pairs(s.resources))
-    lines.append("  tracking: " + _pairs(s.tracking))
-    for stage in s.stages:
+    lines.append("  resources: " + _pairs(s.resources.as_dict()))
+    lines.append("  tracking: " + _pairs(s.tracking.as_dict()))
+    for stage in s.sections()["stages"]:
         rest = {k: v for k, v in stage.items() if k not in ("stage", "student", "data")}
         lines.append(f"  stage {stage['stage']}: {_pairs(rest)}")
     lines.append(f"{len(s.params)} searched parameters, {branch_count(s)} conditional branches")

@@ -17,6 +17,7 @@ import optuna
 from trainers.catalog import GROUPS
 
 from . import sections as S
+from .section_types import typed, written
 from .capabilities import PRUNERS as PRUNER_CAPS, SEARCHERLESS_SAMPLER, default_pruner
 from .errors import MISSING, SpaceError, suggest
 from .free import check_fit, check_params, free_key as _free_key, set_free
@@ -36,7 +37,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent
 
 
 class Space:
-    """A search space. Read-only: every accessor returns a copy."""
+    """A search space. Read-only: every accessor returns a copy or a frozen section."""
 
     def __init__(self, *, name: str, description: str, seed: int, fixed: Fixed,
                  params: list[Param], sections: dict[str, Any], probed: bool,
@@ -55,13 +56,14 @@ class Space:
     source = property(lambda self: self._source, doc="the file it was read from, if any")
     probed = property(lambda self: self._probed,
                       doc="False when too many combinations to check every config at load")
-    objective = property(lambda self: copy.deepcopy(self._sections["objective"]))
-    budget = property(lambda self: dict(self._sections["budget"]))
-    sampler = property(lambda self: dict(self._sections["sampler"]))
-    pruner = property(lambda self: dict(self._sections["pruner"]))
-    resources = property(lambda self: dict(self._sections["resources"]))
-    tracking = property(lambda self: dict(self._sections["tracking"]))
-    stages = property(lambda self: copy.deepcopy(self._sections["stages"]))
+    objectives = property(lambda self: self._sections["objective"],
+                          doc="tuple[Objective, ...]: what the search optimises, first first")
+    budget = property(lambda self: self._sections["budget"], doc="Budget")
+    sampler = property(lambda self: self._sections["sampler"], doc="Sampler")
+    pruner = property(lambda self: self._sections["pruner"], doc="Pruner")
+    resources = property(lambda self: self._sections["resources"], doc="Resources")
+    tracking = property(lambda self: self._sections["tracking"], doc="Tracking")
+    stages = property(lambda self: self._sections["stages"], doc="tuple[Stage, ...]")
 
     @property
     def fixed(self) -> dict[str, dict]:
@@ -179,6 +181,11 @@ class Space:
     def _config(self, sampled: dict[str, Any]) -> dict[str, dict]:
         values = {p.path: sampled[p.name] for p in self._all if p.name in sampled}
         return check_config(resolve(self._fixed, values), self._loc, " (a sampled config)")
+
+    def sections(self) -> dict[str, Any]:
+        """The search-side sections as the space file writes them (plain values, defaults
+        filled): for writing out, never for reading an option (read the typed attribute)."""
+        return {name: written(section) for name, section in self._sections.items()}
 
     # ------------------------------------------------------------------ writing out
     def to_yaml(self) -> str:
@@ -371,8 +378,8 @@ def _build(data: Any, loc: Locator, stem: str, source: Path | None) -> Space:
     S.check_combination(objective, sampler, pruner, budget, data, searched, loc)
     _derive_seeds(fixed, data, folded, seed, loc)
     return Space(name=name, description=description, seed=seed, fixed=fixed,
-                 params=parsed.params, sections=found, probed=probed, loc=loc, source=source,
-                 fit=fit)
+                 params=parsed.params, sections=typed(found), probed=probed, loc=loc,
+                 source=source, fit=fit)
 
 
 def _check_own_fit(fit: str | None, params: dict, searched: list[Param], data: dict,

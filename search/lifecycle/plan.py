@@ -1,112 +1,22 @@
-"""What one search run needs from a space, as small frozen objects made by pure functions.
+"""How a run's trials fit the cluster: how many run at once, how a GPU share spreads over the
+GPUs, the epochs a budget caps.
 
-The space (spaces.load_space) has already validated its sections; these functions only give them
-the shapes the orchestration uses: objectives with Tune's min/max modes, a budget with plain
-numbers, per-trial resources as the request Ray will get, and the concurrency that fits the
-cluster. They accept mappings or attribute objects so tests can hand in small stand-ins.
+The space's sections are already typed (spaces/section_types.py: `space.objectives`,
+`space.budget`, `space.resources`, validated with their defaults by spaces); these pure functions
+only size them against what the Ray cluster holds.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import replace
+from typing import Mapping
 
 from search.errors import UserError
 # Metrics fit() reports after every epoch (a scheduler can prune on them) and those known only
 # when a trial ends: facts of the metric table, shared with the space validator.
-from spaces.capabilities import DIRECTIONS, EPOCH_METRICS, FINAL_METRICS  # noqa: F401
-
-
-def field_of(obj: Any, name: str, default: Any = None) -> Any:
-    """`obj[name]` for mappings, `obj.name` otherwise."""
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str  # "maximize" | "minimize" (Optuna's words)
-
-    @property
-    def mode(self) -> str:  # Tune's words
-        return "max" if self.direction == "maximize" else "min"
-
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.direction == "maximize" else a < b
-
-
-def objectives_of(space: Any) -> tuple[Objective, ...]:
-    raw = field_of(space, "objective")
-    items = raw if isinstance(raw, (list, tuple)) else [raw]
-    out = []
-    for i, item in enumerate(items):
-        metric, direction = field_of(item, "metric"), field_of(item, "direction", "maximize")
-        if not isinstance(metric, str) or direction not in DIRECTIONS:
-            raise UserError(f"objective[{i}]: needs a metric name and a direction (maximize or "
-                            f"minimize), got {item!r}")
-        out.append(Objective(metric, direction))
-    if not out:
-        raise UserError("objective: at least one {metric, direction} is required")
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class Budget:
-    trials: int
-    max_epochs: int | None = None
-    time_limit: float | None = None  # seconds
-    target: float | None = None      # stop the run once the first objective reaches it
-
-
-def budget_of(space: Any) -> Budget:
-    b = field_of(space, "budget", {})
-    trials = field_of(b, "trials", 20)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise UserError(f"budget.trials: must be an integer >= 1, got {trials!r}")
-    max_epochs = field_of(b, "max_epochs")
-    time_limit = field_of(b, "time_limit")
-    target = field_of(b, "target")
-    return Budget(trials, None if max_epochs is None else int(max_epochs),
-                  None if time_limit is None else float(time_limit),
-                  None if target is None else float(target))
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: float = 1.0
-    gpu: float = 0.0
-    max_concurrent: int | None = None
-
-    @property
-    def threads(self) -> int:
-        """Torch threads of one trial: its whole CPUs (a fractional CPU still gets one)."""
-        return max(1, int(math.floor(self.cpu)))
-
-    def request(self) -> dict[str, float]:
-        """The bundle Ray is asked for per trial (what tune.with_resources receives)."""
-        out = {"CPU": float(self.cpu)}
-        if self.gpu:
-            out["GPU"] = float(self.gpu)
-        return out
-
-
-def resources_of(space: Any) -> Resources:
-    r = field_of(space, "resources", {})
-    cpu = float(field_of(r, "cpu", 1) or 0)
-    gpu = float(field_of(r, "gpu", 0) or 0)
-    mc = field_of(r, "max_concurrent")
-    if cpu <= 0 and gpu <= 0:
-        raise UserError(f"resources: a trial needs cpu > 0 or gpu > 0, got cpu={cpu:g}, "
-                        f"gpu={gpu:g}")
-    if gpu > 1:  # fit trains on one device: a second GPU would be reserved and left idle
-        raise UserError(f"resources.gpu: a trial trains on one GPU, got {gpu:g}; use gpu: 1 "
-                        "(trials then run side by side, one per GPU) or a fraction such as "
-                        "0.25 to share one")
-    return Resources(cpu, gpu, None if mc is None else int(mc))
+from spaces.capabilities import EPOCH_METRICS, FINAL_METRICS  # noqa: F401
+# The space's typed sections that a run's plan carries (spaces/section_types.py)
+from spaces.section_types import Budget, Objective, Resources  # noqa: F401
 
 
 def node_slots(res: Resources, node: Mapping[str, float], gpu: float | None = None) -> int:
@@ -166,7 +76,7 @@ def spread(res: Resources, nodes: list[Mapping[str, float]], running: int) -> Re
     for k in range(max(1, math.ceil(running / whole)), int(1 / res.gpu + 1e-9) + 1):
         share = math.floor(1e4 / k) / 1e4  # Ray counts resources in 1e-4 units
         if share > res.gpu and sum(node_slots(res, n, share) for n in nodes) >= running:
-            return Resources(res.cpu, share, res.max_concurrent)
+            return replace(res, gpu=share)
     return res
 
 
@@ -178,11 +88,3 @@ def epochs_cap(config: dict, budget: Budget) -> dict:
     train["epochs"] = min(int(train.get("epochs", budget.max_epochs)), budget.max_epochs)
     return {**config, "train": train}
 
-
-def max_epochs(space: Any, budget: Budget) -> int:
-    """The most epochs a trial can run: the scheduler's max_t."""
-    fixed = field_of(space, "fixed", {}) or {}
-    epochs = field_of(field_of(fixed, "train", {}), "epochs")
-    if budget.max_epochs is not None:
-        return budget.max_epochs
-    return int(epochs) if epochs else 12

@@ -74,8 +74,7 @@ def has_files(data: dict) -> bool:
 
 def check_data(space: Any) -> None:
     """TrainerError (one line: data.root, the files expected) when a dataset the space can
-    train on has no files; spaces whose configs are not the trainer's (tests' toy spaces, a
-    --fit of one's own) have no `data` group to check."""
+    train on has no files (a bundled dataset or a factory has none to check)."""
     for data in data_settings(space):
         if data and has_files(data):
             from trainers.datasets import check_data as check
@@ -88,8 +87,7 @@ def check_devices(space: Any) -> None:
     resources.gpu 0 (Ray hides every GPU from such a trial)."""
     from search.errors import UserError
 
-    resources = getattr(space, "resources", None) or {}
-    if resources.get("gpu", 0) or not isinstance(getattr(space, "fixed", None), dict):
+    if space.resources.gpu or not isinstance(getattr(space, "fixed", None), dict):
         return
     values = {(space.fixed.get("train") or {}).get("precision")}
     for p in getattr(space, "params", None) or []:

@@ -25,8 +25,7 @@ from search.studies import study as studies
 from search.cluster.connect import ray_session
 from search.tune.disk import DiskBudget
 from search.errors import UserError
-from search.lifecycle.plan import (budget_of, concurrency, field_of, max_epochs, objectives_of,
-                         resources_of)
+from search.lifecycle.plan import concurrency
 from search.tune.pbt import checkpoints_to_keep
 from search.tune.progress import Progress, TargetStopper
 from search.tune.pruners import build_scheduler, holding_note, pruner_info, started_at_once
@@ -75,11 +74,11 @@ class Outcome:
 
 
 def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
-    objectives = objectives_of(space)
-    plan = TrialPlan(objectives, budget_of(space), resources_of(space), fit, str(exp_dir))
+    objectives = space.objectives
+    plan = TrialPlan(objectives, space.budget, space.resources, fit, str(exp_dir))
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
-    scheduler = build_scheduler(space, objectives[0], max_epochs(space, plan.budget),
+    scheduler = build_scheduler(space, objectives[0], plan.budget.max_epochs,
                                 len(objectives))
     return plan, scheduler
 
@@ -153,7 +152,7 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
             print(gpus.placement_line(plan.resources, nodes, min(slots, left)),
                   file=stream or sys.stdout)
         gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
-        max_t = max_epochs(space, plan.budget)
+        max_t = plan.budget.max_epochs
         started = started_at_once(space, max_t, slots,
                                   capped=plan.resources.max_concurrent is not None)
         if not info.uses_searcher:  # PBT: the whole population at once, the extra members
@@ -222,7 +221,7 @@ def _how_to_search(space: Any, plan: TrialPlan, uses_searcher: bool, **common):
         return searcher, searcher.number_of, None, plan.budget.trials, []
     from search.tune.pbt import StudyRecorder, initial_population
 
-    population = initial_population(space, plan.budget.trials, field_of(space, "seed"))
+    population = initial_population(space, plan.budget.trials, space.seed)
     return (None, None, {"params": tune.grid_search(population)}, 1,
             [StudyRecorder(space, **common)])
 
@@ -232,7 +231,7 @@ def _warm_k(space: Any, plan: TrialPlan, uses_searcher: bool, k: int) -> int:
     drawn up front) and grids (their points are fixed), at most the run's budget."""
     if k < 0:
         raise UserError(f"--warm-start: must be >= 0, got {k}")
-    grid = field_of(field_of(space, "sampler", {}), "name") == "grid"
+    grid = space.sampler.name == "grid"
     return 0 if not uses_searcher or grid else min(k, plan.budget.trials)
 
 
@@ -240,7 +239,7 @@ def _tracking(space: Any, options: RunOptions, output: Path, run_id: str, study,
               previous: dict | None = None, resume: bool = False):
     """The MLflow callback when the space's tracking is enabled (search/tracking/); its parent
     run links to the previous run of the study."""
-    if not (field_of(space, "tracking", {}) or {}).get("enabled", True):
+    if not space.tracking.enabled:
         return None
     from search.tracking.factory import make_tracking
 

@@ -26,7 +26,7 @@ RUN_FILE = "search_run.json"
 SPACE_FILE = "space.yaml"
 # How a run's space record is read back, by the `space_format` its run file names: a fixed
 # registry (never a module named by the file itself).
-SPACE_FORMATS = {"space": ("spaces", "load_space"), "toy": ("search.testing", "toy_space")}
+SPACE_FORMATS = {"space": ("spaces", "load_space")}
 
 
 def output_dir(name: str, output: str | None) -> Path:
@@ -78,7 +78,7 @@ def write_space(exp_dir: Path, space: Any) -> str:
     """Write the run's space record (YAML); its format's name for the run file."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / SPACE_FILE).write_text(space.to_yaml())
-    return getattr(space, "space_format", "space")
+    return "space"
 
 
 def read_space(exp_dir: Path, space_format: str | None = "space") -> Any:

@@ -114,10 +114,11 @@ def best_space(space: Any, config: dict, trial, study_name: str) -> str:
             doc[gname] = values
     if config.get("params"):  # the fit function's own parameters
         doc["params"] = config["params"]
-    budget = {**space.budget, "trials": 1}
-    doc.update(objective=space.objective, budget=budget, sampler={"name": "random"},
-               pruner={"name": "none"}, resources=space.resources, tracking=space.tracking,
-               stages=space.stages)
+    written = space.sections()
+    doc.update(objective=written["objective"], budget={**written["budget"], "trials": 1},
+               sampler={"name": "random"}, pruner={"name": "none"},
+               resources=written["resources"], tracking=written["tracking"],
+               stages=written["stages"])
     values = ", ".join(f"{_num(v)}" for v in trial.values or [])
     test = trial.user_attrs.get(studies.TEST_ACCURACY)
     head = (f"# best trial #{trial.number} of study {study_name}: objective {values}"

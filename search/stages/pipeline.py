@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search.errors import UserError
-from search.lifecycle.plan import field_of
 
 from .files import MODEL_FILE, PIPELINE_FILE, RESULT_FILE, plain, read_json, write_result
 from .placement import describe, in_task, placed, stage_resources, train_stage, train_student
@@ -63,10 +62,10 @@ def run_stages(output: str | Path, run_id: str | None = None, *, restart: bool =
             elif child.name != PIPELINE_FILE:
                 child.unlink()
         forget(url, distill_study)
-    tracking_on = (field_of(space, "tracking", {}) or {}).get("enabled", True)
-    log = StageLog.open(output, run_folder.name, tracking_uri) if tracking_on else None
+    log = StageLog.open(output, run_folder.name, tracking_uri) if space.tracking.enabled \
+        else None
     cpus = cpus or (info.get("options") or {}).get("cpus")
-    distill = {"storage_url": url, "name": distill_study, "seed": field_of(space, "seed")}
+    distill = {"storage_url": url, "name": distill_study, "seed": space.seed}
     runner = _Pipeline(folder, source, stages, log, cpus, stream or sys.stdout, distill)
     address = (info.get("options") or {}).get("address")
     resources = stage_resources(space, address)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from search.lifecycle.plan import Resources, resources_of
+from spaces.section_types import Resources
 
 
 def stage_resources(space: Any, address: str | None) -> Resources | None:
     """The per-trial request a stage's task gets; None: train in this process."""
-    res = resources_of(space)
+    res = space.resources
     if res.gpu > 0 or address or os.environ.get("RAY_ADDRESS"):
         return res
     return None

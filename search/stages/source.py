@@ -8,7 +8,6 @@ from typing import Any
 
 from search.studies import study as studies
 from search.errors import UserError
-from search.lifecycle.plan import field_of
 from search.studies.study import pareto_front
 
 
@@ -22,7 +21,8 @@ class Source:
 
 
 def enabled_stages(space: Any) -> list[dict]:
-    return [dict(s) for s in (field_of(space, "stages") or []) if s.get("enabled", True)]
+    """The stages that run, as the plain settings trainers.stages.run_stage takes."""
+    return [s.as_dict() for s in space.stages if s.enabled]
 
 
 def pick_run(output: Path, run_id: str | None = None) -> Path:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from search.errors import UserError
-from search.lifecycle.plan import field_of
 from spaces.capabilities import SAMPLERS as CAPS, SamplerCaps
+from spaces.section_types import Sampler
 
 
 @dataclass(frozen=True)
 class SamplerInfo:
     caps: SamplerCaps  # what it can do, shared with the space validator
-    build: Callable[[dict, Any, int, int | None], Any]  # (section, space, n_objectives, seed)
+    build: Callable[[Sampler, Any, int, int | None], Any]  # (section, space, n_obj., seed)
 
     name = property(lambda self: self.caps.name)
     doc = property(lambda self: self.caps.doc)
@@ -45,30 +45,26 @@ def _experimental_ok():
         yield
 
 
-def _tpe(section: dict, space: Any, n_obj: int, seed: int | None):
+def _tpe(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    caps = CAPS["tpe"]
-    multivariate = bool(caps.value(section, "multivariate"))
     # `group` lets a multivariate TPE model conditional spaces (each set of parameters that
     # occur together); it only matters, and is only turned on, when there are conditionals.
-    group = bool(caps.value(section, "group")) and multivariate \
-        and bool(field_of(space, "has_conditionals", False))
+    group = section.group and section.multivariate and space.has_conditionals
     with _experimental_ok():  # multivariate/group are "experimental" in Optuna 5
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=int(caps.value(section, "n_startup_trials")),
-            multivariate=multivariate, group=group,
-            constant_liar=bool(caps.value(section, "constant_liar")))
+            seed=seed, n_startup_trials=section.n_startup_trials,
+            multivariate=section.multivariate, group=group,
+            constant_liar=section.constant_liar)
 
 
-def _gp(section: dict, space: Any, n_obj: int, seed: int | None):
+def _gp(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    return optuna.samplers.GPSampler(
-        seed=seed, n_startup_trials=int(CAPS["gp"].value(section, "n_startup_trials")))
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=section.n_startup_trials)
 
 
-def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
+def _cmaes(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import importlib.util
 
     import optuna
@@ -80,38 +76,38 @@ def _cmaes(section: dict, space: Any, n_obj: int, seed: int | None):
     # CMA-ES models only float/int parameters; Optuna samples categoricals and conditional
     # parameters with the independent (random) sampler given here.
     return optuna.samplers.CmaEsSampler(
-        seed=seed, n_startup_trials=int(CAPS["cmaes"].value(section, "n_startup_trials")),
+        seed=seed, n_startup_trials=section.n_startup_trials,
         independent_sampler=optuna.samplers.RandomSampler(seed=seed),
         warn_independent_sampling=False, consider_pruned_trials=False)
 
 
-def _random(section: dict, space: Any, n_obj: int, seed: int | None):
+def _random(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import optuna
 
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _qmc(section: dict, space: Any, n_obj: int, seed: int | None):
+def _qmc(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import optuna
 
     with _experimental_ok():
         return optuna.samplers.QMCSampler(
-            qmc_type=str(CAPS["qmc"].value(section, "qmc_type")), scramble=True, seed=seed,
+            qmc_type=section.qmc_type, scramble=True, seed=seed,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),
             warn_asynchronous_seeding=False, warn_independent_sampling=False)
 
 
-def _nsga2(section: dict, space: Any, n_obj: int, seed: int | None):
+def _nsga2(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import optuna
 
-    trials = int(field_of(field_of(space, "budget", {}), "trials", 50) or 50)
+    trials = space.budget.trials
     # Optuna's default population (50) is larger than most budgets here: a generation that
     # never completes is random search. Keep at least 2 generations inside the budget.
     population = max(4, min(50, trials // 2))
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
 
 
-def _grid(section: dict, space: Any, n_obj: int, seed: int | None):
+def _grid(section: Sampler, space: Any, n_obj: int, seed: int | None):
     import optuna
 
     if space.distributions() is None:
@@ -141,8 +137,8 @@ SAMPLERS: dict[str, SamplerInfo] = {name: SamplerInfo(caps, _BUILDS[name])
 
 def build_sampler(space: Any, n_objectives: int, n_existing: int = 0):
     """The Optuna sampler the space asks for, seeded for a study with `n_existing` trials."""
-    section = field_of(space, "sampler", {}) or {}
-    name = field_of(section, "name", "tpe")
+    section = space.sampler
+    name = section.name
     info = SAMPLERS.get(name)
     if info is None:
         raise UserError(f"sampler.name: unknown sampler {name!r}; expected one of "
@@ -151,7 +147,4 @@ def build_sampler(space: Any, n_objectives: int, n_existing: int = 0):
         able = ", ".join(n for n, c in CAPS.items() if c.multi_objective)
         raise UserError(f"sampler.name: {name} handles one objective, the space has "
                         f"{n_objectives}; use one of {able}")
-    seed = field_of(section, "seed")
-    if seed is None:
-        seed = field_of(space, "seed")
-    return info.build(section, space, n_objectives, derive_seed(seed, n_existing))
+    return info.build(section, space, n_objectives, derive_seed(section.seed, n_existing))

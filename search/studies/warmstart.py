@@ -32,7 +32,6 @@ from typing import Any
 
 from search.studies import study as studies
 from search.errors import UserError
-from search.lifecycle.plan import field_of
 
 FINGERPRINT = "search.space_fingerprint"  # study user attrs
 LAST_RUN = "search.last_run"
@@ -90,7 +89,7 @@ def fingerprint(space: Any) -> str:
     else:
         searched = sorted([n, distribution_to_json(d)]
                           for n, d in (declared(space) or {}).items())
-    doc = {"searched": searched, "fixed": field_of(space, "fixed", {})}
+    doc = {"searched": searched, "fixed": space.fixed}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=repr).encode()).hexdigest()
 
 

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from search.lifecycle.plan import budget_of, field_of, max_epochs, objectives_of
-
 from .backend import artifact_location, normalise, open_client, redact, resolve_uri
 from .callback import TrackingCallback
 from .registry import DEFAULT_LOADER
@@ -41,22 +39,22 @@ def make_tracking(space: Any, *, output_dir: str | Path, run_id: str | None = No
     before this one, which a scheduled re-run continues). `register=False`: no model is
     registered (a training function of the user's own writes checkpoints `loader` cannot
     rebuild)."""
-    tracking = dict(field_of(space, "tracking", {}) or {})
-    if not tracking.get("enabled", True):
+    tracking = space.tracking
+    if not tracking.enabled:
         return None
     output = Path(output_dir).expanduser().absolute()
-    uri = resolve_uri(tracking_uri, tracking.get("uri"), output)
+    uri = resolve_uri(tracking_uri, tracking.uri, output)
     client = open_client(uri)
     run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S")
-    objective = objectives_of(space)[0]
+    objective = space.objectives[0]
     settings = Settings(
-        uri=uri, experiment=tracking.get("experiment") or space.name,
+        uri=uri, experiment=tracking.experiment,
         artifact_location=artifact_location(uri, output),
         search_id=f"{run_id}@{hashlib.sha1(str(output).encode()).hexdigest()[:8]}",
         name=space.name, output_dir=str(output), run_id=run_id, metric=objective.metric,
-        mode=objective.mode, keep_checkpoints=int(tracking.get("keep_checkpoints", 3)),
-        budget=max_epochs(space, budget_of(space)),
-        register_as=(tracking.get("register_as") or space.name) if register else "",
+        mode=objective.mode, keep_checkpoints=tracking.keep_checkpoints,
+        budget=space.budget.max_epochs,
+        register_as=tracking.register_as if register else "",
         loader=loader)
     settings.save()
     writer = settings.writer(client)
@@ -85,15 +83,16 @@ def parent_params(space: Any) -> dict[str, Any]:
     search's own sections, as dotted names."""
     searched = {getattr(p, "path", None) for p in getattr(space, "params", [])} | \
         {getattr(p, "name", None) for p in getattr(space, "params", [])}
-    params = {k: v for k, v in flatten(field_of(space, "fixed", {}) or {}).items()
+    params = {k: v for k, v in flatten(space.fixed).items()
               if k not in searched}
+    written = space.sections()
     for section in SEARCH_SECTIONS:
-        value = field_of(space, section)
+        value = written[section]
         if isinstance(value, dict):
             params.update(flatten(value, f"search.{section}."))
         elif value is not None:
             params[f"search.{section}"] = value
-    params["search.seed"] = field_of(space, "seed")
+    params["search.seed"] = space.seed
     params["search.searched"] = ", ".join(getattr(p, "name", str(p))
                                           for p in getattr(space, "params", []))
     return params
@@ -101,8 +100,8 @@ def parent_params(space: Any) -> dict[str, Any]:
 
 def parent_tags(space: Any, path: Path | None, output: Path, texts: dict) -> dict[str, str]:
     tags = {"search.name": space.name, "search.output_dir": str(output),
-            "search.sampler": field_of(field_of(space, "sampler", {}), "name"),
-            "search.pruner": field_of(field_of(space, "pruner", {}), "name"),
+            "search.sampler": space.sampler.name,
+            "search.pruner": space.pruner.name,
             "versions.python": platform.python_version()}
     if path is not None and Path(path).is_file():
         tags["search.space_file"] = str(Path(path).absolute())
@@ -110,7 +109,7 @@ def parent_tags(space: Any, path: Path | None, output: Path, texts: dict) -> dic
     elif "space.yaml" in texts:
         tags["search.space_yaml_sha256"] = hashlib.sha256(
             texts["space.yaml"].encode()).hexdigest()
-    description = field_of(space, "description")
+    description = space.description
     if description:
         tags["mlflow.note.content"] = description
     for package in PACKAGES:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from ray.tune import Callback
 
 from search.studies import study as studies
-from search.lifecycle.plan import Objective, field_of
+from search.lifecycle.plan import Objective
 from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, RECORDED, error_reason
 from search.tune.trainable import HISTORY_FILE
 
@@ -31,8 +31,7 @@ def checkpoints_to_keep(space: Any) -> int:
     epoch before every member reached it, and a member that copied another resumes before that
     epoch: the copied checkpoint (taken at the last perturbation) is at most
     perturbation_interval checkpoints old when it is read."""
-    interval = field_of(field_of(space, "pruner", {}) or {}, "perturbation_interval", 2) or 2
-    return int(interval) + 1
+    return space.pruner.perturbation_interval + 1
 
 
 def initial_population(space: Any, size: int, seed: int | None) -> list[dict]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from search.errors import UserError
-from search.lifecycle.plan import EPOCH_METRICS, Objective, field_of
+from search.lifecycle.plan import EPOCH_METRICS, Objective
 from spaces.capabilities import PRUNERS as CAPS, PrunerCaps, mutable
+from spaces.section_types import Pruner
 
 TIME_ATTR = "training_iteration"
 
@@ -23,9 +24,9 @@ TIME_ATTR = "training_iteration"
 @dataclass(frozen=True)
 class PrunerInfo:
     caps: PrunerCaps  # what it can do, shared with the space validator
-    build: Callable[[dict, Objective, int, Any], Any]  # (section, objective, max_t, space)
+    build: Callable[[Pruner, Objective, int, Any], Any]  # (section, objective, max_t, space)
     # (section, max_t) -> trials the scheduler needs started at once, running or paused
-    holds: Callable[[dict, int], int] | None = None
+    holds: Callable[[Pruner, int], int] | None = None
 
     name = property(lambda self: self.caps.name)
     doc = property(lambda self: self.caps.doc)
@@ -33,53 +34,50 @@ class PrunerInfo:
     watches_metric = property(lambda self: self.caps.watches_metric)
 
 
-def _asha(section: dict, obj: Objective, max_t: int, space: Any):
+def _asha(section: Pruner, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import ASHAScheduler
 
-    caps = CAPS["asha"]
-    grace = min(int(caps.value(section, "grace_period")), max_t)
+    grace = min(section.grace_period, max_t)
     return ASHAScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
                          grace_period=grace,
-                         reduction_factor=float(caps.value(section, "reduction_factor")),
-                         brackets=int(caps.value(section, "brackets")))
+                         reduction_factor=float(section.reduction_factor),
+                         brackets=section.brackets)
 
 
-def _hyperband(section: dict, obj: Objective, max_t: int, space: Any):
+def _hyperband(section: Pruner, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import HyperBandScheduler
 
     return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
-                              reduction_factor=float(CAPS["hyperband"].value(
-                                  section, "reduction_factor")))
+                              reduction_factor=float(section.reduction_factor))
 
 
-def _hyperband_holds(section: dict, max_t: int) -> int:
+def _hyperband_holds(section: Pruner, max_t: int) -> int:
     """Trials in HyperBand's first (largest) bracket: Tune's own n0 for s = s_max. A bracket is
     halved only when all its trials reached the milestone, the early ones paused meanwhile; if
     Tune may start no more trials than run at once, the bracket never fills and nothing is
     pruned (with 2 slots: brackets of 2)."""
-    eta = float(CAPS["hyperband"].value(section, "reduction_factor"))
+    eta = float(section.reduction_factor)
     s_max_1 = int(round(math.log(max(1, max_t)) / math.log(eta))) + 1
     s = s_max_1 - 1
     return int(math.ceil(s_max_1 / (s + 1) * eta ** s))
 
 
-def _median(section: dict, obj: Objective, max_t: int, space: Any):
+def _median(section: Pruner, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import MedianStoppingRule
 
     # time_attr in epochs: Tune's default counts the grace period in seconds.
     return MedianStoppingRule(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-                              grace_period=float(CAPS["median"].value(section,
-                                                                      "grace_period")),
+                              grace_period=float(section.grace_period),
                               min_samples_required=3)
 
 
-def _none(section: dict, obj: Objective, max_t: int, space: Any):
+def _none(section: Pruner, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
+def _pbt(section: Pruner, obj: Objective, max_t: int, space: Any):
     from ray.tune.schedulers import PopulationBasedTraining
 
     # Synchronous: members exploit and explore when all of them reached the same epoch, so a
@@ -88,8 +86,8 @@ def _pbt(section: dict, obj: Objective, max_t: int, space: Any):
     # no member to copy at all when one member runs ahead of the others.
     return PopulationBasedTraining(
         time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-        perturbation_interval=float(CAPS["pbt"].value(section, "perturbation_interval")),
-        quantile_fraction=float(CAPS["pbt"].value(section, "quantile_fraction")),
+        perturbation_interval=float(section.perturbation_interval),
+        quantile_fraction=float(section.quantile_fraction),
         hyperparam_mutations={"params": mutations_of(space)}, synch=True, log_config=False)
 
 
@@ -134,7 +132,7 @@ PRUNERS: dict[str, PrunerInfo] = {name: PrunerInfo(caps, _BUILDS[name], _HOLDS.g
 
 
 def pruner_info(space: Any) -> PrunerInfo:
-    name = field_of(field_of(space, "pruner", {}) or {}, "name", "asha")
+    name = space.pruner.name
     info = PRUNERS.get(name)
     if info is None:
         raise UserError(f"pruner.name: unknown pruner {name!r}; expected one of "
@@ -150,7 +148,7 @@ def started_at_once(space: Any, max_t: int, slots: int, capped: bool) -> int:
     info = pruner_info(space)
     if info.holds is None or capped:
         return slots
-    return max(slots, info.holds(field_of(space, "pruner", {}) or {}, max(1, int(max_t))))
+    return max(slots, info.holds(space.pruner, max(1, int(max_t))))
 
 
 def holding_note(space: Any, max_t: int, started: int) -> str | None:
@@ -158,7 +156,7 @@ def holding_note(space: Any, max_t: int, started: int) -> str | None:
     info = pruner_info(space)
     if info.holds is None:
         return None
-    need = info.holds(field_of(space, "pruner", {}) or {}, max(1, int(max_t)))
+    need = info.holds(space.pruner, max(1, int(max_t)))
     if started >= need:
         return None
     return (f"note: pruner {info.name} halves a bracket of up to {need} trials once all of them "
@@ -169,7 +167,7 @@ def holding_note(space: Any, max_t: int, started: int) -> str | None:
 def build_scheduler(space: Any, objective: Objective, max_t: int, n_objectives: int = 1):
     """The Tune scheduler for the space's pruner, watching `objective` (the first of
     `n_objectives`) over `max_t` epochs."""
-    section = field_of(space, "pruner", {}) or {}
+    section = space.pruner
     info = pruner_info(space)
     if n_objectives > 1 and not info.caps.multi_objective:
         raise UserError(f"pruner.name: {info.name} needs a single objective, the space has "

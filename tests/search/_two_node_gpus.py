@@ -15,11 +15,11 @@ os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from search.cluster import gpus  # noqa: E402
+from search.cluster.connect import gpus  # noqa: E402
 from search.errors import UserError  # noqa: E402
 from search.lifecycle.plan import Budget, Objective, Resources, concurrency, spread  # noqa: E402
 from search.stages.placement import in_task, train_stage  # noqa: E402
-from search.testing import ToySpace  # noqa: E402
+from search.testing import toy_space  # noqa: E402
 from search.tune.trainable import TrialPlan  # noqa: E402
 
 STORE = 80 * 1024 ** 2
@@ -57,7 +57,7 @@ def main() -> dict:
     seen["trial_gpus"] = [a[1] for a in answers]
     plan = TrialPlan((Objective("val_accuracy", "maximize"),), Budget(1), placed)
     try:
-        gpus.preflight(ToySpace(resources={"cpu": 0.5, "gpu": 0.25}), plan)
+        gpus.preflight(toy_space(resources={"cpu": 0.5, "gpu": 0.25}), plan)
     except UserError as err:
         seen["preflight"] = str(err)
     seen["stage"] = in_task(placed, where)

@@ -47,21 +47,21 @@ def test_quickstart_is_what_the_task_describes():
     assert fixed["data"]["dataset"] == "mnist5k" and fixed["model"]["name"] == "cnn"
     assert fixed["scheduler"]["name"] == "onecycle"
     # sizes (trials, epochs, grace period) are left for tuning; the shape is the promise
-    assert space.pruner["name"] == "asha" and space.sampler["name"] == "tpe"
-    assert space.resources["cpu"] == 1
-    assert [s["stage"] for s in space.stages] == ["finetune", "distill", "quantize"]
-    assert space.stages[2]["mode"] == "int8_static"
+    assert space.pruner.name == "asha" and space.sampler.name == "tpe"
+    assert space.resources.cpu == 1
+    assert [s.name for s in space.stages] == ["finetune", "distill", "quantize"]
+    assert space.stages[2].options["mode"] == "int8_static"
 
 
 def test_other_shipped_spaces_keep_their_promises():
     fashion = load_space(shipped("fashion_mnist_cnn"))
     assert fashion.fixed["data"]["dataset"] == "fashion_mnist"
-    assert fashion.resources["gpu"] == 0.25
+    assert fashion.resources.gpu == 0.25
     cifar = load_space(shipped("cifar10_resnet"))
     f = cifar.fixed
     assert f["model"]["name"] == "resnet18" and f["optimizer"]["nesterov"] is True
     assert f["scheduler"]["name"] == "cosine" and f["scheduler"]["warmup_epochs"] > 0
-    assert f["train"]["precision"] == "fp16" and cifar.resources["gpu"] == 0.5
+    assert f["train"]["precision"] == "fp16" and cifar.resources.gpu == 0.5
     assert {"augment.mixup", "augment.cutmix"} <= {p.name for p in cifar.params}
     digits = load_space(shipped("digits_mlp"))
     assert digits.fixed["data"]["dataset"] == "digits" and digits.fixed["data"]["kfold"] >= 2

@@ -1,6 +1,7 @@
 """The Space API the other packages use: names, conditions, sampling, resolution, overrides."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -294,11 +295,12 @@ def test_equality_is_by_content():
 def test_accessors_return_copies():
     space = load_space(shipped("quickstart"))
     space.fixed["model"]["width"] = 999
-    space.budget["trials"] = 999
-    space.stages[0]["epochs"] = 999
+    with pytest.raises(dataclasses.FrozenInstanceError):  # the sections are frozen
+        space.budget.trials = 999
+    space.stages[0].as_dict()["epochs"] = 999
     space.fixed_values["train"]["epochs"] = 999
-    assert space.fixed["model"]["width"] != 999 and space.budget["trials"] == 16
-    assert space.stages[0]["epochs"] == 2 and "epochs" not in space.fixed_values["train"]
+    assert space.fixed["model"]["width"] != 999 and space.budget.trials == 16
+    assert space.stages[0].options["epochs"] == 2 and "epochs" not in space.fixed_values["train"]
 
 
 def test_sources_and_names(tmp_path: Path):
@@ -346,7 +348,7 @@ def test_int_params_accept_integral_floats_from_json():
 def test_the_master_seed_seeds_weights_batches_and_split():
     assert load("seed: 0\n").fixed["train"]["seed"] == 0
     space = load("seed: 7\nspace:\n  optimizer:\n    lr: {low: 1.0e-3, high: 1.0e-1}\n")
-    assert space.sampler["seed"] == 7
+    assert space.sampler.seed == 7
     config = space.sample(1)[0][1]
     assert config["train"]["seed"] == 7 and config["data"]["split_seed"] == 7
     assert space.fixed["train"]["seed"] == 7 and space.fixed["data"]["split_seed"] == 7

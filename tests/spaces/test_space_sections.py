@@ -2,27 +2,29 @@
 combinations that Optuna and Ray Tune cannot run."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from space_helpers import error_of, load
 
+from spaces import sections as S
+from spaces.section_types import Budget, Objective, Pruner, Resources, Sampler, Tracking
 from spaces.sections import parse_duration
 from trainers.catalog import defaults
 
 
 def test_defaults():
     space = load("seed: 5\nname: d\n")
-    assert space.objective == [{"metric": "val_accuracy", "direction": "maximize"}]
+    assert space.objectives == (Objective("val_accuracy", "maximize"),)
     epochs = defaults()["train"]["epochs"]
-    assert space.budget == {"trials": 20, "max_epochs": epochs, "time_limit": None,
-                            "target": None}
-    assert space.sampler == {"name": "tpe", "seed": 5, "n_startup_trials": 8,
-                             "multivariate": True, "group": True, "constant_liar": True}
-    assert space.pruner == {"name": "asha", "grace_period": 1, "reduction_factor": 3,
-                            "brackets": 1}
-    assert space.resources == {"cpu": 1.0, "gpu": 0.0, "max_concurrent": None}
-    assert space.tracking == {"enabled": True, "uri": None, "experiment": "d",
-                              "keep_checkpoints": 3, "register_as": "d"}
-    assert space.stages == []
+    assert space.budget == Budget(trials=20, max_epochs=epochs, time_limit=None, target=None)
+    assert space.sampler == Sampler(name="tpe", seed=5, n_startup_trials=8, multivariate=True,
+                                    group=True, constant_liar=True)
+    assert space.pruner == Pruner(name="asha", grace_period=1, reduction_factor=3, brackets=1)
+    assert space.resources == Resources(cpu=1.0, gpu=0.0, max_concurrent=None)
+    assert space.tracking == Tracking(enabled=True, uri=None, experiment="d",
+                                      keep_checkpoints=3, register_as="d")
+    assert space.stages == ()
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -34,12 +36,12 @@ def test_defaults():
         {"metric": "latency_ms", "direction": "minimize"}]),
 ])
 def test_objective_forms(raw, expected):
-    assert load(f"objective: {raw}\n").objective == expected
+    assert load(f"objective: {raw}\n").sections()["objective"] == expected
 
 
 def test_multi_objective_defaults_and_limits():
     space = load("objective: [val_accuracy, num_params]\n")
-    assert space.pruner == {"name": "none"}
+    assert space.pruner.as_dict() == {"name": "none"}
     assert "each metric may appear once" in str(error_of(
         "objective: [val_accuracy, val_accuracy]\n"))
     assert "needs at least one metric" in str(error_of("objective: []\n"))
@@ -60,8 +62,8 @@ def test_durations(text, seconds):
 def test_budget():
     space = load("budget: {trials: 3, time_limit: 30m, target: 0.99}\n"
                  "space:\n  train:\n    epochs: {choices: [5, 30, 9]}\n")
-    assert space.budget == {"trials": 3, "max_epochs": 30, "time_limit": 1800.0,
-                            "target": 0.99}
+    assert space.budget.as_dict() == {"trials": 3, "max_epochs": 30, "time_limit": 1800.0,
+                                      "target": 0.99}
     assert "budget.trials: must be in [1, 100000], got 0" in str(error_of("budget: {trials: 0}"))
     assert "budget.time_limit" in str(error_of("budget: {time_limit: -5}"))
     assert "budget.max_epochs: must be an integer, got 2.5" in str(
@@ -69,11 +71,11 @@ def test_budget():
 
 
 def test_sampler_options_follow_the_sampler():
-    assert load("sampler: {name: qmc, qmc_type: halton}").sampler == {
+    assert load("sampler: {name: qmc, qmc_type: halton}").sampler.as_dict() == {
         "name": "qmc", "seed": 0, "qmc_type": "halton"}
-    assert load("seed: 4\nsampler: {name: random, seed: 9}").sampler == {"name": "random",
-                                                                      "seed": 9}
-    assert load("sampler: {name: gp, n_startup_trials: 4}").sampler["n_startup_trials"] == 4
+    assert load("seed: 4\nsampler: {name: random, seed: 9}").sampler.as_dict() == {
+        "name": "random", "seed": 9}
+    assert load("sampler: {name: gp, n_startup_trials: 4}").sampler.n_startup_trials == 4
     err = error_of("sampler:\n  name: cmaes\n  constant_liar: false\n")
     assert err.line == 3 and "does not apply to sampler name cmaes (only to tpe)" in str(err)
     assert "did you mean 'tpe'" in str(error_of("sampler: {name: tpee}"))
@@ -95,12 +97,12 @@ def test_grid_sampler_takes_stepped_floats_ints_and_choices():
 
 
 def test_pruners():
-    assert load("pruner: {name: pbt}").sampler["name"] == "random"
-    assert load("pruner: {name: pbt, perturbation_interval: 3}").pruner == {
+    assert load("pruner: {name: pbt}").sampler.name == "random"
+    assert load("pruner: {name: pbt, perturbation_interval: 3}").pruner.as_dict() == {
         "name": "pbt", "perturbation_interval": 3, "quantile_fraction": 0.25}
-    assert load("pruner: {name: median, grace_period: 3}").pruner == {
+    assert load("pruner: {name: median, grace_period: 3}").pruner.as_dict() == {
         "name": "median", "grace_period": 3}
-    assert load("pruner: {name: hyperband}").pruner == {
+    assert load("pruner: {name: hyperband}").pruner.as_dict() == {
         "name": "hyperband", "reduction_factor": 3}
     assert "grace_period: does not apply to pruner name hyperband" in str(
         error_of("pruner: {name: hyperband, grace_period: 2}"))
@@ -115,16 +117,16 @@ def test_pruners():
 
 
 def test_resources_and_tracking():
-    assert load("resources: {cpu: 0.5, gpu: 1, max_concurrent: 3}").resources == {
+    assert load("resources: {cpu: 0.5, gpu: 1, max_concurrent: 3}").resources.as_dict() == {
         "cpu": 0.5, "gpu": 1.0, "max_concurrent": 3}
     assert "resources.gpu: must be in [0, 1] (a trial trains on one GPU" in str(
         error_of("resources: {gpu: 2}"))
-    assert load("resources: {gpu: 0.25}").resources["gpu"] == 0.25
+    assert load("resources: {gpu: 0.25}").resources.gpu == 0.25
     assert "resources.cpu: must be in (0, inf]" in str(error_of("resources: {cpu: 0}"))
     assert "resources.gpu" in str(error_of("resources: {gpu: -1}"))
     tracking = load("name: n\ntracking: {uri: 'sqlite:////tmp/x.db', experiment: e}").tracking
-    assert tracking["uri"] == "sqlite:////tmp/x.db" and tracking["experiment"] == "e"
-    assert tracking["register_as"] == "n"
+    assert tracking.uri == "sqlite:////tmp/x.db" and tracking.experiment == "e"
+    assert tracking.register_as == "n"
     assert "tracking.keep_checkpoints" in str(error_of("tracking: {keep_checkpoints: -1}"))
 
 
@@ -137,19 +139,21 @@ def test_stages():
             knn: 5
             data: {batch_size: 32}
     """)
-    assert space.stages == [{"stage": "finetune", "mode": "transfer", "lr_scale": 0.1,
-                             "epochs": 3, "freeze": 2, "knn": 5, "data": {"batch_size": 32},
-                             "enabled": True}]
+    assert space.sections()["stages"] == [{
+        "stage": "finetune", "mode": "transfer", "lr_scale": 0.1, "epochs": 3, "freeze": 2,
+        "knn": 5, "data": {"batch_size": 32}, "enabled": True}]
     distill = load("stages: [{stage: distill, student: {name: mlp, width: 64}}]").stages[0]
+    distill = distill.options
     assert distill["student"]["name"] == "mlp" and distill["student"]["width"] == 64
     assert distill["student"]["depth"] == 2  # the catalog default of an mlp
-    default = load("stages: [{stage: distill}]").stages[0]["student"]
+    default = load("stages: [{stage: distill}]").stages[0].options["student"]
     assert (default["name"], default["width"], default["hidden"]) == ("cnn", 8, 32)
     assert default["dropout"] == 0.0
     mixed = load("stages: [{stage: distill, augment: {mixup: 0.4, shift: 2}}]").stages[0]
+    mixed = mixed.options
     assert mixed["augment"] == {"mixup": 0.4, "shift": 2}
-    assert load("stages: [{stage: distill}]").stages[0]["augment"] is None
-    quantize = load("stages: [{stage: quantize, mode: float16}]").stages[0]
+    assert load("stages: [{stage: distill}]").stages[0].options["augment"] is None
+    quantize = load("stages: [{stage: quantize, mode: float16}]").stages[0].as_dict()
     assert quantize == {"stage": "quantize", "mode": "float16", "enabled": True}
     for text, needle in [
         ("stages: {stage: finetune}", "must be a list"),
@@ -175,3 +179,12 @@ def test_stages():
         ("stages: [{stage: finetune, augment: {mixup: 0.4}}]", "unknown finetune option"),
     ]:
         assert needle in str(error_of(text)), text
+
+
+@pytest.mark.parametrize("table, cls", [
+    (S.OBJECTIVE, Objective), (S.BUDGET, Budget), (S.SAMPLER, Sampler), (S.PRUNER, Pruner),
+    (S.RESOURCES, Resources), (S.TRACKING, Tracking)])
+def test_each_typed_section_has_a_field_per_option(table, cls):
+    """spaces/section_types.py and the option tables name the same options: an option added to
+    a table without its field (or the reverse) fails here, not in a user's run."""
+    assert [f.name for f in dataclasses.fields(cls)] == list(table.options)

@@ -31,7 +31,7 @@ def train(folder, *, model: dict | None = None, epochs: int = 4, **groups) -> st
 def stage(name: str, **options) -> dict:
     """One stage exactly as `Space.stages` holds it (validated, defaults filled)."""
     text = yaml.safe_dump({"name": "t", "stages": [{"stage": name, **options}]})
-    return load_space(text).stages[0]
+    return load_space(text).stages[0].as_dict()
 
 
 def outputs(model, split, n: int = 64) -> torch.Tensor:

@@ -46,9 +46,10 @@ STAGES: dict[str, StageInfo] = {info.name: info for info in (
 
 def run_stage(stage: dict, previous: StageModel, *, data=None, cpus: int | None = None,
               report=None) -> StageModel:
-    """Run one validated stage (an item of `Space.stages`) on the previous model. `data`: a
-    datasets.Data to reuse (a finetune with `data` settings loads its own); `report(metrics)`:
-    fit's per-epoch callable. A stage with `enabled: false` returns `previous` unchanged."""
+    """Run one validated stage (`as_dict()` of an item of `Space.stages`) on the previous
+    model. `data`: a datasets.Data to reuse (a finetune with `data` settings loads its own);
+    `report(metrics)`: fit's per-epoch callable. A stage with `enabled: false` returns
+    `previous` unchanged."""
     name = stage.get("stage")
     if name not in STAGES:
         raise TrainerError(f"stage: unknown stage {name!r}; expected one of "

@@ -21,7 +21,7 @@ from search.studies import study as studies
 from search.errors import UserError
 from search.lifecycle.plan import Resources, concurrency, node_slots, spread
 from search.lifecycle.runner import run_search
-from search.testing import ToySpace
+from search.testing import toy_space
 from search.tune.trainable import TrialPlan
 from trainers.devices import MEMORY_FRACTION_ENV
 from trainers.errors import TrainerError
@@ -87,12 +87,12 @@ def test_a_trial_gives_its_cached_gpu_memory_back(monkeypatch):
 
 
 def test_the_preflight_refuses_gpus_torch_cannot_use(ray_cluster):
-    space = ToySpace(resources={"cpu": 0.5, "gpu": 0.25, "max_concurrent": None})
+    space = toy_space(resources={"cpu": 0.5, "gpu": 0.25, "max_concurrent": None})
     with pytest.raises(UserError, match=r"^resources.gpu: on Ray node \w{12}, this process was "
                                         r"given GPU \d \(CUDA_VISIBLE_DEVICES\) but torch "
                                         r"cannot use it: .*set train.device: cpu"):
         gpus.preflight(space, _plan(0.25))
-    explicit = ToySpace(resources=space.resources, train={"device": "cpu"})
+    explicit = toy_space(resources=space.resources, train={"device": "cpu"})
     assert gpus.preflight(explicit, _plan(0.25)) is None
 
 
@@ -101,10 +101,10 @@ def test_four_trials_on_four_fake_gpus_get_one_each_and_oom_is_learned(ray_clust
                                                                         tmp_path):
     meet, log = tmp_path / "meet", tmp_path / "calls.jsonl"
     meet.mkdir()
-    space = ToySpace(name="gpus", trials=4, epochs=1, sampler={"seed": 3},
-                     resources={"cpu": 0.5, "gpu": 0.25, "max_concurrent": None},
-                     train={"device": "cpu"},  # fake GPUs: torch trains on the CPU, as asked
-                     toy={"epoch_seconds": 0.05, "log": str(log), "meet": f"4:{meet}",
+    space = toy_space(name="gpus", trials=4, epochs=1, sampler={"seed": 3},
+                      resources={"cpu": 0.5, "gpu": 0.25, "max_concurrent": None},
+                      train={"device": "cpu"},  # fake GPUs: torch trains on the CPU, as asked
+                      toy={"epoch_seconds": 0.05, "log": str(log), "meet": f"4:{meet}",
                           "oom_if_lr_above": 0.03})
     out = io.StringIO()
     outcome = run_search(space, options(), stream=out)
@@ -136,7 +136,7 @@ def test_a_resumed_run_spreads_the_trials_it_has_left(ray_cluster, options, tmp_
     meet, log = tmp_path / "meet", tmp_path / "calls.jsonl"
     meet.mkdir()
     res = {"cpu": 0.25, "gpu": 0.25, "max_concurrent": None}
-    first = ToySpace(name="gpuresume", trials=3, epochs=1, resources=res,
+    first = toy_space(name="gpuresume", trials=3, epochs=1, resources=res,
                      train={"device": "cpu"}, toy={"epoch_seconds": 0.01})
     out = io.StringIO()
     outcome = run_search(first, options(), stream=out)
@@ -144,7 +144,7 @@ def test_a_resumed_run_spreads_the_trials_it_has_left(ray_cluster, options, tmp_
         in out.getvalue()
     # as if the driver had died with three trials of five done: a run of five at once would
     # hold half a GPU each, and Ray would put the two left both on GPU 0
-    write_space(outcome.experiment_dir, ToySpace(
+    write_space(outcome.experiment_dir, toy_space(
         name="gpuresume", trials=5, epochs=1, resources=res, train={"device": "cpu"},
         toy={"epoch_seconds": 0.01, "log": str(log), "meet": f"2:{meet}"}))
     info = read_run_file(outcome.experiment_dir)

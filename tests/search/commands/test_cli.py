@@ -56,7 +56,7 @@ def test_run_status_best_and_run_the_best_again(ray_cluster, space_file, tmp_pat
     assert main(["best", str(path), "--output", out]) == 0
     best_yaml = capsys.readouterr().out
     best = load_space(best_yaml, filename="best.yaml")  # a valid space file
-    assert best.name == "clitoy-best" and best.params == [] and best.budget["trials"] == 1
+    assert best.name == "clitoy-best" and best.params == [] and best.budget.trials == 1
     assert best.fixed["data"]["dataset"] == "digits" and best.fixed["train"]["epochs"] == 2
     best_path = tmp_path / "best.yaml"
     best_path.write_text(best_yaml)

@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 from search.errors import UserError
-from search.lifecycle.plan import budget_of, max_epochs, objectives_of, resources_of
 from search.tune.pruners import PRUNERS, build_scheduler, pruner_info, started_at_once
 from search.studies.samplers import SAMPLERS, build_sampler
 from spaces import SpaceError, capabilities, load_space
@@ -42,10 +41,8 @@ def space_text(sampler: str, pruner: str, objective: str, conditional: bool) -> 
 
 def build_like_run(space) -> None:
     """What search run builds from a space before any trial (runner._plan, run_search)."""
-    objectives = objectives_of(space)
-    budget = budget_of(space)
-    resources_of(space)
-    max_t = max_epochs(space, budget)
+    objectives = space.objectives
+    max_t = space.budget.max_epochs
     build_scheduler(space, objectives[0], max_t, len(objectives))
     started_at_once(space, max_t, 2, capped=False)
     if pruner_info(space).uses_searcher:
@@ -106,14 +103,14 @@ def test_grid_takes_several_objectives_in_both():
 def test_defaults_come_from_the_capability_table():
     space = load_space("name: d\nsampler: {name: cmaes}\npruner: {name: median}\n"
                        "space:" + STATIC)
-    assert space.sampler["n_startup_trials"] == capabilities.SAMPLERS["cmaes"].options[
+    assert space.sampler.n_startup_trials == capabilities.SAMPLERS["cmaes"].options[
         "n_startup_trials"]
-    assert space.pruner["grace_period"] == capabilities.PRUNERS["median"].options["grace_period"]
-    # a builder handed a section without the option uses the same default
-    sampler = build_sampler({"sampler": {"name": "gp"}, "seed": 0}, 1)
+    assert space.pruner.grace_period == capabilities.PRUNERS["median"].options["grace_period"]
+    # the builder reads the value the space resolved
+    sampler = build_sampler(load_space("name: g\nsampler: {name: gp}\n"), 1)
     assert sampler._n_startup_trials == capabilities.SAMPLERS["gp"].options["n_startup_trials"]
     # an objective known only at the end leaves nothing to prune on: pruner none by default
-    assert load_space("name: f\nobjective: num_params\n").pruner["name"] == "none"
+    assert load_space("name: f\nobjective: num_params\n").pruner.name == "none"
 
 
 def test_pbt_needs_a_parameter_it_may_change_in_both():

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from search.studies import study as studies
 from search.lifecycle.runner import run_search
-from search.testing import ToySpace
+from search.testing import toy_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -30,8 +30,8 @@ def trials_of(outcome):
     ("hyperband", {"reduction_factor": 2}),
 ])
 def test_stopped_trials_are_pruned_with_their_curves(ray_cluster, options, pruner, settings):
-    space = ToySpace(name=pruner, trials=8, epochs=4, pruner_name=pruner, pruner=settings,
-                     toy={"epoch_seconds": 0.1})
+    space = toy_space(name=pruner, trials=8, epochs=4, pruner_name=pruner, pruner=settings,
+                      toy={"epoch_seconds": 0.1})
     out = io.StringIO()
     outcome = run_search(space, options(), stream=out)
     study, trials = trials_of(outcome)
@@ -65,8 +65,8 @@ def test_stopped_trials_are_pruned_with_their_curves(ray_cluster, options, prune
 
 
 def test_failures_end_as_fail_with_reasons_and_the_search_goes_on(ray_cluster, options):
-    space = ToySpace(name="faults", trials=6, epochs=2, sampler_name="random",
-                     toy={"epoch_seconds": 0.05, "diverge_if_lr_above": 0.3,
+    space = toy_space(name="faults", trials=6, epochs=2, sampler_name="random",
+                      toy={"epoch_seconds": 0.05, "diverge_if_lr_above": 0.3,
                           "error_if_lr_above": 0.05, "user_error_if_lr_above": 0.6})
     outcome = run_search(space, options(retries=1))
     study, trials = trials_of(outcome)
@@ -89,13 +89,13 @@ def test_failures_end_as_fail_with_reasons_and_the_search_goes_on(ray_cluster, o
 
 
 def test_every_trial_failing_exits_1(ray_cluster, options):
-    space = ToySpace(name="allfail", trials=2, epochs=1, toy={"diverge_if_lr_above": 0.0})
+    space = toy_space(name="allfail", trials=2, epochs=1, toy={"diverge_if_lr_above": 0.0})
     outcome = run_search(space, options())
     assert outcome.counts["FAIL"] == 2 and outcome.exit_code == 1
 
 
 def test_running_again_continues_the_study_and_new_starts_over(ray_cluster, options):
-    space = ToySpace(name="cont", trials=3, epochs=1, sampler_name="random")
+    space = toy_space(name="cont", trials=3, epochs=1, sampler_name="random")
     first = run_search(space, options())
     second = run_search(space, options())
     study, _ = trials_of(second)
@@ -109,8 +109,8 @@ def test_running_again_continues_the_study_and_new_starts_over(ray_cluster, opti
 
 
 def test_target_stops_the_run_early(ray_cluster, options):
-    space = ToySpace(name="target", trials=30, epochs=1, sampler_name="random",
-                     budget={"target": 0.3}, resources={"cpu": 1, "max_concurrent": 1})
+    space = toy_space(name="target", trials=30, epochs=1, sampler_name="random",
+                      budget={"target": 0.3}, resources={"cpu": 1, "max_concurrent": 1})
     outcome = run_search(space, options())
     study, trials = trials_of(outcome)
     assert len(trials) < 30 and not outcome.interrupted and outcome.exit_code == 0
@@ -127,10 +127,10 @@ def test_multi_objective_gives_a_pareto_front(ray_cluster, options, tmp_path):
 
     from search.lifecycle.summary import run_summary
 
-    space = ToySpace(name="pareto", trials=5, epochs=1, sampler_name="nsga2",
-                     objective=[{"metric": "val_accuracy", "direction": "maximize"},
+    space = toy_space(name="pareto", trials=5, epochs=1, sampler_name="nsga2",
+                      objective=[{"metric": "val_accuracy", "direction": "maximize"},
                                 {"metric": "num_params", "direction": "minimize"}],
-                     tracking={"enabled": True, "keep_checkpoints": 1})
+                      tracking={"enabled": True, "keep_checkpoints": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_search(space, options(tracking_uri=uri))
     study, trials = trials_of(outcome)
@@ -165,8 +165,8 @@ def test_multi_objective_gives_a_pareto_front(ray_cluster, options, tmp_path):
 
 
 def test_pbt_writes_its_population_into_the_study(ray_cluster, options):
-    space = ToySpace(name="pbt", trials=3, epochs=3, pruner_name="pbt", sampler_name="random",
-                     conditional=False, pruner={"perturbation_interval": 1})
+    space = toy_space(name="pbt", trials=3, epochs=3, pruner_name="pbt", sampler_name="random",
+                      conditional=False, pruner={"perturbation_interval": 1})
     outcome = run_search(space, options())
     study, trials = trials_of(outcome)
     assert len(trials) == 3 and all(t.user_attrs["pbt"] for t in trials)
@@ -181,9 +181,9 @@ def test_a_pbt_population_larger_than_the_cpus_finishes_with_few_checkpoints(ray
                                                                              options):
     """8 members on 2 CPUs: the extra members wait paused, every member ends after its epochs
     (the last report of each was once paused and resumed forever), checkpoints stay bounded."""
-    space = ToySpace(name="pbt8", trials=8, epochs=3, pruner_name="pbt", sampler_name="random",
-                     conditional=False, pruner={"perturbation_interval": 1},
-                     budget={"time_limit": 90}, toy={"epoch_seconds": 0.05})
+    space = toy_space(name="pbt8", trials=8, epochs=3, pruner_name="pbt", sampler_name="random",
+                      conditional=False, pruner={"perturbation_interval": 1},
+                      budget={"time_limit": 90}, toy={"epoch_seconds": 0.05})
     outcome = run_search(space, options())
     study, trials = trials_of(outcome)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
@@ -197,8 +197,8 @@ def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_
     """... and keep_checkpoints: 1 keeps one checkpoint, the same one in MLflow and on disk."""
     from mlflow import MlflowClient
 
-    space = ToySpace(name="tracked", trials=3, epochs=1,
-                     tracking={"enabled": True, "keep_checkpoints": 1})
+    space = toy_space(name="tracked", trials=3, epochs=1,
+                      tracking={"enabled": True, "keep_checkpoints": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_search(space, options(tracking_uri=uri))
     study, trials = trials_of(outcome)
@@ -252,8 +252,8 @@ def test_missing_data_is_said_before_ray_starts(tmp_path, capsys):
 
 
 def test_hyperband_under_a_users_concurrency_cap_says_it_will_prune_little(ray_cluster, options):
-    space = ToySpace(name="hb_capped", trials=2, epochs=2, pruner_name="hyperband",
-                     resources={"cpu": 1, "max_concurrent": 1}, toy={"epoch_seconds": 0.05})
+    space = toy_space(name="hb_capped", trials=2, epochs=2, pruner_name="hyperband",
+                      resources={"cpu": 1, "max_concurrent": 1}, toy={"epoch_seconds": 0.05})
     out = io.StringIO()
     outcome = run_search(space, options(), stream=out)
     assert outcome.exit_code == 0

@@ -14,7 +14,7 @@ from search.studies import study as studies
 from search.cli import main
 from search.lifecycle.runner import resume_search, run_search
 from search.lifecycle.runs import RUN_FILE, read_run_file, runs_of
-from search.testing import ToySpace
+from search.testing import toy_space
 from untrusted import no_loads_from, plant
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 def test_no_command_unpickles_a_run_folder(ray_cluster, options, tmp_path, monkeypatch):
     out, marker = tmp_path / "out", tmp_path / "pwned"
-    space = ToySpace(name="trust", trials=2, epochs=2, sampler_name="random")
+    space = toy_space(name="trust", trials=2, epochs=2, sampler_name="random")
     run_search(space, options())
     (run,) = runs_of(out)
     assert not list(out.rglob("space.pkl"))  # the record is text now

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from search.cli import main
-from search.testing import ToySpace
+from search.testing import toy_space
 
 pytestmark = pytest.mark.slow
 
@@ -249,9 +249,8 @@ def toy_search(options, **kw):
     from search.lifecycle.runner import run_search
 
     stages = kw.pop("stages", [{"stage": "quantize", "mode": "float16", "enabled": True}])
-    space = ToySpace(name="stagemiss", trials=2, epochs=1, **kw)
-    space.stages = stages
-    return run_search(space, options())
+    space = toy_space(name="stagemiss", trials=2, epochs=1, stages=stages)
+    return run_search(space, options(**kw))
 
 
 def test_no_stages_no_finished_trial_no_checkpoint_exit_2(ray_cluster, tmp_path, options):
@@ -261,7 +260,7 @@ def test_no_stages_no_finished_trial_no_checkpoint_exit_2(ray_cluster, tmp_path,
     assert code == 2 and err.count("\n") == 1 and "has no enabled stages" in err
 
     shutil.rmtree(out)
-    toy_search(options, toy={"error_if_lr_above": 0.0})  # every trial fails
+    toy_search(options, fit="search.testing:failing_fit")  # every trial fails
     code, _, err = cli("stages", "stagemiss", "--output", out)
     assert code == 2 and err.count("\n") == 1
     assert "study 'stagemiss' has no completed trial" in err

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from search.studies import study as studies
 from search.errors import UserError
 from search.lifecycle.runner import run_search
-from search.testing import ToySpace
+from search.testing import toy_space
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -30,8 +30,8 @@ def pg_storage():
 
 def test_search_on_postgresql(ray_cluster, options, pg_storage):
     storage, name = pg_storage
-    space = ToySpace(name=name, trials=4, epochs=2, pruner_name="asha",
-                     pruner={"grace_period": 1, "reduction_factor": 2})
+    space = toy_space(name=name, trials=4, epochs=2, pruner_name="asha",
+                      pruner={"grace_period": 1, "reduction_factor": 2})
     outcome = run_search(space, options(storage=URL))
     assert outcome.storage_url == studies.storage_url(URL, ".")
     study = optuna.load_study(study_name=name, storage=storage)

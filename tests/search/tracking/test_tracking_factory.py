@@ -33,7 +33,7 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
     assert cb.settings.uri == sqlite_uri  # the default: <output>/mlflow.db
     assert cb.settings.experiment == space.name and cb.settings.register_as == space.name
     assert cb.settings.metric == "val_accuracy" and cb.settings.mode == "max"
-    assert cb.settings.keep_checkpoints == space.tracking["keep_checkpoints"]
+    assert cb.settings.keep_checkpoints == space.tracking.keep_checkpoints
     assert (tmp_path / "tracking" / unique / "settings.json").is_file()
     client = MlflowClient(sqlite_uri)
     parent = client.get_run(cb.tracker.parent_id)
@@ -43,10 +43,10 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
     fixed = space.fixed
     assert params["data.dataset"] == fixed["data"]["dataset"]
     assert params["train.epochs"] == str(fixed["train"]["epochs"])
-    assert params["search.budget.trials"] == str(space.budget["trials"])
+    assert params["search.budget.trials"] == str(space.budget.trials)
     assert params["search.searched"] == ", ".join(p.name for p in space.params)
     assert tags["search.space_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert tags["search.sampler"] == space.sampler["name"]
+    assert tags["search.sampler"] == space.sampler.name
     assert tags["mlflow.runName"] == f"{space.name} {unique}"
     exp = client.get_experiment(parent.info.experiment_id)
     assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
@@ -62,20 +62,20 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
 
 
 def test_tracking_disabled_gives_no_callback(tmp_path):
-    from search.testing import ToySpace
+    from search.testing import toy_space
     from search.tracking import make_tracking
 
-    assert make_tracking(ToySpace(tracking={"enabled": False}), output_dir=tmp_path) is None
+    assert make_tracking(toy_space(tracking={"enabled": False}), output_dir=tmp_path) is None
     assert not (tmp_path / "tracking").exists()
 
 
 def test_unreachable_backend_fails_before_anything_is_written(tmp_path):
     from tracking_helpers import free_port
 
-    from search.testing import ToySpace
+    from search.testing import toy_space
     from search.tracking import make_tracking
 
-    space = ToySpace(tracking={"uri": f"http://127.0.0.1:{free_port()}"})
+    space = toy_space(tracking={"uri": f"http://127.0.0.1:{free_port()}"})
     with pytest.raises(UserError, match="unreachable"):
         make_tracking(space, output_dir=tmp_path)
     assert not (tmp_path / "tracking").exists()
@@ -141,10 +141,10 @@ def test_sync_command_errors(tmp_path, capsys):
 def test_ui_command_serves_the_search(tmp_path, sqlite_uri, unique):
     from tracking_helpers import free_port
 
-    from search.testing import ToySpace
+    from search.testing import toy_space
     from search.tracking import make_tracking
 
-    make_tracking(ToySpace(name=unique, tracking={"enabled": True}), output_dir=tmp_path,
+    make_tracking(toy_space(name=unique, tracking={"enabled": True}), output_dir=tmp_path,
                   run_id="run-1")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

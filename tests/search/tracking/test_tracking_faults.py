@@ -44,10 +44,10 @@ class Chaos(Callback):
 
 
 def _toy(name: str, epochs: int = 3):
-    from search.testing import ToySpace
+    from search.testing import toy_space
 
-    return ToySpace(name=name, epochs=epochs, trials=len(PARAMS),
-                    tracking={"keep_checkpoints": 1, "register_as": f"{name}-model"})
+    return toy_space(name=name, epochs=epochs, trials=len(PARAMS),
+                     tracking={"keep_checkpoints": 1, "register_as": f"{name}-model"})
 
 
 def _tuner(space, tmp: Path, callbacks: list, epoch_seconds: float):

@@ -43,7 +43,6 @@ def run_search(tmp: Path, space, backends: dict[str, str | None], ray_cluster):
 
     import tracking_helpers
     from search.studies import study as studies
-    from search.lifecycle.plan import objectives_of
     from search.tune.searcher import StudySearcher, trial_dirname
     from search.tracking import make_tracking
 
@@ -53,7 +52,7 @@ def run_search(tmp: Path, space, backends: dict[str, str | None], ray_cluster):
     for params in ENQUEUED:
         study.enqueue_trial(params)
     searcher = StudySearcher(space, storage_url=url, study_name=space.name, run_id="run-1",
-                             objectives=objectives_of(space), max_trials=len(ENQUEUED),
+                             objectives=space.objectives, max_trials=len(ENQUEUED),
                              experiment_dir=str(tmp / "out" / "run-1"))
     # An Optuna trial has one `mlflow_run_id`: the first backend's callback sets it; the others
     # record their run ids through `set_run_id` in `links` (tune trial id -> run id).
@@ -84,7 +83,7 @@ def run_search(tmp: Path, space, backends: dict[str, str | None], ray_cluster):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, ray_cluster, mlflow_server, request):
-    from search.testing import ToySpace
+    from search.testing import toy_space
 
     try:
         pg = request.getfixturevalue("pg_uri")
@@ -92,8 +91,8 @@ def searched(tmp_path_factory, ray_cluster, mlflow_server, request):
         pg = None
     tmp = tmp_path_factory.mktemp("tune")
     name = f"digits-{uuid.uuid4().hex[:8]}"  # unique in shared backends (PostgreSQL)
-    space = ToySpace(name=name, epochs=EPOCHS, trials=len(ENQUEUED), sampler={"seed": 0},
-                     tracking={"experiment": f"{name}-exp", "keep_checkpoints": 1,
+    space = toy_space(name=name, epochs=EPOCHS, trials=len(ENQUEUED), sampler={"seed": 0},
+                      tracking={"experiment": f"{name}-exp", "keep_checkpoints": 1,
                                "register_as": f"{name}-model"})
     backends = {"sqlite": None, "server": mlflow_server.uri}
     if pg:

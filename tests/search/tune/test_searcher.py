@@ -11,7 +11,7 @@ from ray.tune.search import Searcher
 from search.studies import study as studies
 from search.lifecycle.plan import Objective
 from search.tune.searcher import StudySearcher
-from search.testing import ToySpace
+from search.testing import toy_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ACC = (Objective("val_accuracy", "maximize"),)
@@ -24,7 +24,7 @@ def make(tmp_path):
     def build(run_id="run-1", max_trials=10, objectives=ACC, space=None, new=False):
         studies.open_study(studies.open_storage(url), "toy",
                            [o.direction for o in objectives], new=new)
-        return StudySearcher(space or ToySpace(), storage_url=url, study_name="toy",
+        return StudySearcher(space or toy_space(), storage_url=url, study_name="toy",
                              run_id=run_id, objectives=objectives, max_trials=max_trials,
                              experiment_dir=str(tmp_path / run_id))
     return build
@@ -165,7 +165,7 @@ def test_a_paused_trial_stopped_without_a_result_ends_on_its_latest(make):
 
 
 def test_grid_finishes_when_exhausted(make):
-    space = ToySpace(sampler_name="grid", conditional=False)
+    space = toy_space(sampler_name="grid", conditional=False)
     s = make(space=space, max_trials=100)
     for i in range(12):
         assert s.suggest(str(i)) != Searcher.FINISHED
@@ -183,26 +183,30 @@ def test_multi_objective_tells_every_value_and_no_intermediate(make):
     assert t.values == [0.8, 1234.0] and t.intermediate_values == {}
 
 
-def test_a_sampled_config_that_breaks_a_rule_is_failed_and_replaced(make):
+def test_a_sampled_config_that_breaks_a_rule_is_failed_and_replaced(make, monkeypatch):
     from search.errors import UserError
 
-    class Picky(ToySpace):
-        def define_by_run(self, trial):
-            config = super().define_by_run(trial)
-            if config["optimizer"]["name"] == "sgd":
-                raise UserError("optimizer.nesterov: needs momentum > 0")
-            return config
+    picky = toy_space()
+    sample = picky.define_by_run
 
-    s = make(space=Picky())
+    def breaks_for_sgd(trial):
+        config = sample(trial)
+        if config["optimizer"]["name"] == "sgd":
+            raise UserError("optimizer.nesterov: needs momentum > 0")
+        return config
+
+    monkeypatch.setattr(picky, "define_by_run", breaks_for_sgd)
+    s = make(space=picky)
     for tid in "abcdef":
         assert s.suggest(tid)["params"]["optimizer.name"] == "adamw"
     failed = [t for t in s.study.trials if t.state == TrialState.FAIL]
     assert failed and all("invalid config" in t.user_attrs["fail_reason"] for t in failed)
     assert len(s._numbers) == 6  # failed draws do not use up the budget
 
-    class Impossible(ToySpace):
-        def define_by_run(self, trial):
-            raise UserError("always broken")
+    def always_broken(trial):
+        raise UserError("always broken")
 
+    impossible = toy_space()
+    monkeypatch.setattr(impossible, "define_by_run", always_broken)
     with pytest.raises(UserError, match="20 sampled configs in a row broke"):
-        make(space=Impossible(), run_id="run-2").suggest("z")
+        make(space=impossible, run_id="run-2").suggest("z")

@@ -73,7 +73,7 @@ def test_a_diverged_toy_trial_raises_the_trainers_error_which_is_not_retried():
     from trainers.errors import DivergedError
 
     config = {"optimizer": {"lr": 0.5}, "train": {"epochs": 2},
-              "toy": {"diverge_if_lr_above": 0.3, "epoch_seconds": 0}}
+              "params": {"diverge_if_lr_above": 0.3, "epoch_seconds": 0}}
     with pytest.raises(DivergedError) as info:  # was a TypeError made while raising it
         known_work_fit(config)
     assert known_failure(info.value)  # failed at once, not retried
