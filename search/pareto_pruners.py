@@ -2,8 +2,7 @@
 
 Tune's own ASHAScheduler and MedianStoppingRule compare one metric; with several objectives a
 trial's epoch result is a point, and "better" is the order of search/pareto.py: non-domination
-rank, then the point's hypervolume contribution (two objectives) or crowding distance (three or
-more). The rules, epoch by epoch as the single-objective ones:
+rank, then crowding distance. The rules, epoch by epoch as the single-objective ones:
 
 - `ParetoASHA`: rungs at grace_period * reduction_factor^k epochs (below max_t, as Tune's
   ASHA). A trial that reaches a rung is recorded there and goes on only when its point is in

@@ -7,8 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from search.pareto import (contributions_2d, crowding, dominates, hypervolume_2d, kept,
-                           minimised, order, ranks)
+from search.pareto import crowding, dominates, hypervolume_2d, kept, minimised, order, ranks
 
 
 def test_minimised_turns_maximised_objectives_around():
@@ -28,22 +27,16 @@ def test_hypervolume_2d_is_the_dominated_area():
     assert hypervolume_2d([(5, 0)], (4, 4)) == 0  # outside the reference box
 
 
-def test_contribution_is_the_area_lost_without_the_point():
-    front, ref = [(1, 3), (2, 2), (3, 1)], (4, 4)
-    whole = hypervolume_2d(front, ref)
-    for i, c in enumerate(contributions_2d(front, ref)):
-        assert c == pytest.approx(whole - hypervolume_2d(front[:i] + front[i + 1:], ref))
-
-
 def test_crowding_puts_the_ends_first():
     d = crowding([(0, 0, 4), (1, 1, 3), (2, 2, 1), (4, 4, 0)])
     assert d[0] == d[3] == math.inf and 0 < d[1] and 0 < d[2]
 
 
-def test_order_is_rank_then_share():
-    # a and c on the front; a's contribution is the larger; b dominated by a
-    a, b, c = (-0.5, 1000.0), (-0.4, 2000.0), (-0.3, 500.0)
-    assert order([b, c, a]) == [2, 1, 0]
+def test_order_is_rank_then_crowding():
+    # the front's ends first, then its middle by the gaps to the neighbours (1.25 > 0.975),
+    # then the dominated point
+    points = [(5, 5), (1, 2), (4, 0), (1.5, 1.6), (0, 4)]
+    assert order(points) == [2, 4, 3, 1, 0]
 
 
 def test_the_first_at_a_rung_goes_on_and_ties_go_to_the_newcomer():
@@ -52,7 +45,7 @@ def test_the_first_at_a_rung_goes_on_and_ties_go_to_the_newcomer():
 
 
 def test_a_smaller_model_goes_on_where_accuracy_alone_would_stop_it():
-    # accuracy 0.45 with 10 weights against 0.50 with 1,000: on the front, larger share
+    # accuracy 0.45 with 10 weights against 0.50 with 1,000: both ends of the front
     recorded, newcomer = minimised([0.50, 1000], ["max", "min"]), minimised([0.45, 10],
                                                                            ["max", "min"])
     assert kept([newcomer, recorded], 0, 0.5)

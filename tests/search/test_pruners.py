@@ -143,7 +143,7 @@ def test_pareto_asha_keeps_the_front_of_each_rung():
     go, stop = schedulers.TrialScheduler.CONTINUE, schedulers.TrialScheduler.STOP
     assert sched.on_trial_result(None, a, epoch(1, 0.50, 1000)) == go  # first at the rung
     assert sched.on_trial_result(None, b, epoch(1, 0.40, 2000)) == stop  # dominated by a
-    # less accurate but far smaller: on the front, with the larger hypervolume share
+    # less accurate but far smaller: an end of the front (a tie with a goes to the newcomer)
     assert sched.on_trial_result(None, c, epoch(1, 0.48, 10)) == go
     assert sched.on_trial_result(None, a, epoch(2, 0.60, 1000)) == go  # rung 2: first again
     assert sched.on_trial_result(None, d, epoch(1, 0.30, 5000)) == stop
