@@ -38,15 +38,18 @@ class Arm:
     sampler: dict | None = None  # ours: the space's sampler section (None = the default)
     pruner: dict | None = None   # ours: the space's pruner section (None = the default)
     objectives: str = "any"      # any | single | multi: the problems it applies to
+    prunes_only: bool = False    # differs from the default by its pruner alone
 
     def applies(self, p: Problem) -> bool:
+        if self.prunes_only and p.max_t == 1:  # a table: one epoch, nothing to prune
+            return False
         return self.objectives == "any" or (self.objectives == "multi") == p.multi
 
 
 ARMS = {a.name: a for a in (
     Arm("default", "ours"),  # what `search run` builds when the space names neither
-    Arm("tpe+median", "ours", pruner={"name": "median"}),
-    Arm("tpe+none", "ours", pruner={"name": "none"}),
+    Arm("tpe+median", "ours", pruner={"name": "median"}, prunes_only=True),
+    Arm("tpe+none", "ours", pruner={"name": "none"}, prunes_only=True),
     Arm("random+asha", "ours", sampler={"name": "random"}),
     Arm("gp+asha", "ours", sampler={"name": "gp"}),
     Arm("cmaes+asha", "ours", sampler={"name": "cmaes"}, objectives="single"),
