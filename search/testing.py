@@ -75,6 +75,7 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
         raise UserError(f"optimizer.lr: toy rule lr <= {toy['user_error_if_lr_above']}, "
                         f"got {lr:g}")
     q = quality(config)
+    num_params = int(config.get("model", {}).get("width", 32)) * 1000
     start, history, best = 0, [], (None, -1.0)
     if resume_from:
         state = json.loads(Path(resume_from).read_text())
@@ -104,7 +105,8 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
         if diverged:
             raise _diverged(epoch, loss)
         metrics = {"epoch": epoch, "train_loss": loss, "val_loss": loss, "val_accuracy": acc,
-                   "lr": lr, "grad_norm": 1.0, "epoch_time": seconds, "samples_per_sec": 1.0}
+                   "lr": lr, "grad_norm": 1.0, "epoch_time": seconds, "samples_per_sec": 1.0,
+                   "num_params": num_params}
         history.append(metrics)
         if acc > best[1]:
             best = (epoch, acc)
@@ -116,8 +118,7 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
         if report is not None and report(dict(metrics)):
             stopped = True
             break
-    return KnownWorkResult(history, best[0], best[1], round(q - 0.002, 6),
-                           int(config.get("model", {}).get("width", 32)) * 1000, stopped,
+    return KnownWorkResult(history, best[0], best[1], round(q - 0.002, 6), num_params, stopped,
                            str(Path(checkpoint_dir, "best.pt")) if checkpoint_dir else None)
 
 

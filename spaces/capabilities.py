@@ -36,8 +36,8 @@ class PrunerCaps:
     doc: str
     options: Mapping[str, Any] = field(default_factory=dict)  # its own options → default
     uses_searcher: bool = True    # False: Tune refuses a search algorithm beside it (PBT)
-    watches_metric: bool = True   # compares trials epoch by epoch on the first objective
-    multi_objective: bool = False  # can it run with several objectives?
+    watches_metric: bool = True   # compares trials epoch by epoch on the objective(s)
+    multi_objective: bool = False  # can it run with several objectives (Pareto ranks)?
     conditionals: bool = True     # can it run a space with conditional parameters?
     mutates: bool = False         # changes parameters mid-training: needs one that may change
 
@@ -61,13 +61,15 @@ SAMPLERS: Mapping[str, SamplerCaps] = MappingProxyType({s.name: s for s in (
 
 PRUNERS: Mapping[str, PrunerCaps] = MappingProxyType({p.name: p for p in (
     PrunerCaps("asha", "asynchronous successive halving: stop the worst trials at "
-               "grace_period * reduction_factor^k epochs",
-               _frozen({"grace_period": 1, "reduction_factor": 3, "brackets": 1})),
+               "grace_period * reduction_factor^k epochs (several objectives: by Pareto rank)",
+               _frozen({"grace_period": 1, "reduction_factor": 3, "brackets": 1}),
+               multi_objective=True),
     # HyperBand has no grace period: its brackets' first milestones follow from max_t and eta
     PrunerCaps("hyperband", "synchronous HyperBand brackets (pauses trials)",
                _frozen({"reduction_factor": 3})),
     PrunerCaps("median", "stop a trial below the median of the others at the same epoch, "
-               "after grace_period epochs", _frozen({"grace_period": 1})),
+               "after grace_period epochs (several objectives: in the worse half by Pareto "
+               "rank)", _frozen({"grace_period": 1}), multi_objective=True),
     PrunerCaps("none", "run every trial to its last epoch", watches_metric=False,
                multi_objective=True),
     PrunerCaps("pbt", "population-based training: exploit the best trials' checkpoints and "
@@ -127,9 +129,16 @@ def options_of(table: Mapping[str, SamplerCaps] | Mapping[str, PrunerCaps]) -> d
     return {option: tuple(names) for option, names in out.items()}
 
 
+def pruned_on(metrics: list[str]) -> bool:
+    """Whether a pruner has something to compare epoch by epoch: one objective reported every
+    epoch, or with several objectives at least one such (the others count at a rung when the
+    epoch's result carries them: num_params does, latency_ms does not; search/tune/pareto_pruners.py)."""
+    if len(metrics) == 1:
+        return metrics[0] in EPOCH_METRICS
+    return any(m in EPOCH_METRICS for m in metrics)
+
+
 def default_pruner(metrics: list[str]) -> str:
-    """asha, or none when the objectives leave it nothing to compare epoch by epoch (several
-    objectives, or a first one known only when a trial ends)."""
-    if len(metrics) > 1 or metrics[0] not in EPOCH_METRICS:
-        return "none"
-    return "asha"
+    """asha (Pareto ranks with several objectives), or none when the objectives leave it
+    nothing to compare epoch by epoch."""
+    return "asha" if pruned_on(metrics) else "none"

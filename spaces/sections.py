@@ -286,16 +286,16 @@ def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget
                             "into populations that never meet: leave it out or lower "
                             "budget.trials", cap)
     if n > 1 and not pruner_caps.multi_objective:
-        if not pruner_caps.uses_searcher:
-            raise loc.error(("pruner", "name"), f"{pruner['name']} needs a single objective",
-                            pruner["name"])
-        raise loc.error(("pruner", "name"), f"early stopping needs a single objective; with "
-                        f"{n} objectives use pruner name none", pruner["name"])
-    first = objective[0]["metric"]
-    if pruner_caps.watches_metric and first not in caps.EPOCH_METRICS:
+        able = [p for p, c in caps.PRUNERS.items() if c.multi_objective]
+        raise loc.error(("pruner", "name"), f"{pruner['name']} needs a single objective; with "
+                        f"{n} objectives use one of " + ", ".join(able), pruner["name"])
+    metrics = [o["metric"] for o in objective]
+    if pruner_caps.watches_metric and not caps.pruned_on(metrics):
+        which = "the first objective" if n == 1 else "the objectives"
         raise loc.error(("pruner", "name"), f"{pruner['name']} compares trials epoch by epoch "
-                        f"on the first objective, but {first} is only known when a trial ends; "
-                        "put an epoch metric first or use pruner name none", pruner["name"])
+                        f"on {which}, but {', '.join(metrics)} "
+                        f"{'is' if n == 1 else 'are'} only known when a trial ends; "
+                        "add an epoch metric or use pruner name none", pruner["name"])
     for which, entry in (("sampler", sampler_caps), ("pruner", pruner_caps)):
         if conditional is not None and not entry.conditionals:
             raise SpaceError(f"{which} {entry.name} needs a space without conditional "

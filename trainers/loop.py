@@ -204,6 +204,8 @@ class _Run:
             model.set_grad_checkpointing(True)
         self.optimizer = create_optimizer(model, cfg["optimizer"])
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        from .models import count_parameters
+        self.num_params = count_parameters(model)
         self.weights = penalized_weights(model)
         steps = [math.ceil(num_batches(data.train, batch_size_at(cfg["data"], e)) / self.accum)
                  for e in range(self.epochs)]
@@ -346,7 +348,10 @@ class _Run:
         metrics = {"epoch": epoch, "train_loss": train_loss,
                    "train_accuracy": correct.item() / max(1, seen), "lr": lr,
                    "grad_norm": (norm_sum / norms.clamp(min=1)).item(),
-                   "samples_per_sec": seen / elapsed if elapsed > 0 else 0.0, "batch_size": size}
+                   "samples_per_sec": seen / elapsed if elapsed > 0 else 0.0, "batch_size": size,
+                   # known before training: a pruner ranking several objectives reads it
+                   # from every epoch's report (search/tune/pareto_pruners.py)
+                   "num_params": self.num_params}
         if tr["temperature"] != 1.0:
             metrics["temperature"] = temperature
         return metrics
@@ -368,7 +373,6 @@ class _Run:
         return norm
 
     def finish(self, *, stopped: bool, checkpoint_dir: Path | None) -> FitResult:
-        from .models import count_parameters
         if self.best["model"] is not None:
             self.model.load_state_dict(self.best["model"])
         _, test_accuracy = evaluate(self.model, self.data.test, self.device,
@@ -376,7 +380,7 @@ class _Run:
         best_pt = None if checkpoint_dir is None else checkpoint_dir / "best.pt"
         return FitResult(history=self.history, best_epoch=self.best["epoch"],
                          best_val_accuracy=self.best["val_accuracy"], test_accuracy=test_accuracy,
-                         num_params=count_parameters(self.model),
+                         num_params=self.num_params,
                          stopped_early=stopped, notes=self.notes,
                          split=getattr(self.data, "split", ""), device=facts(self.device),
                          checkpoint=str(best_pt) if best_pt and best_pt.exists() else None)

@@ -78,8 +78,7 @@ def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
     plan = TrialPlan(objectives, space.budget, space.resources, fit, str(exp_dir))
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
-    scheduler = build_scheduler(space, objectives[0], plan.budget.max_epochs,
-                                len(objectives))
+    scheduler = build_scheduler(space, objectives, plan.budget.max_epochs)
     return plan, scheduler
 
 

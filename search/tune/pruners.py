@@ -2,7 +2,8 @@
 
 Early stopping is Tune's job (Optuna's own pruners never run inside Tune). Every scheduler
 counts time in epochs (`training_iteration`, which the trainable sets to the epoch number) and
-watches the first objective. `pbt` is a mode of its own: it cannot share the run with a
+watches the objective; with several objectives `asha` and `median` rank each epoch's point by
+Pareto dominance (search/tune/pareto_pruners.py), the others refuse them. `pbt` is a mode of its own: it cannot share the run with a
 searcher, so its population is sampled up front and its mutations come from the space.
 What each pruner can do (its options and their defaults, a searcher beside it, several
 objectives) is its entry in spaces/capabilities.py, which the space validator reads too.
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from search.errors import UserError
 from search.lifecycle.plan import EPOCH_METRICS, Objective
-from spaces.capabilities import PRUNERS as CAPS, PrunerCaps, mutable
+from spaces.capabilities import PRUNERS as CAPS, PrunerCaps, mutable, pruned_on
 from spaces.section_types import Pruner
 
 TIME_ATTR = "training_iteration"
@@ -24,7 +25,8 @@ TIME_ATTR = "training_iteration"
 @dataclass(frozen=True)
 class PrunerInfo:
     caps: PrunerCaps  # what it can do, shared with the space validator
-    build: Callable[[Pruner, Objective, int, Any], Any]  # (section, objective, max_t, space)
+    # (section, objectives, max_t, space); the first objective alone for a single-objective one
+    build: Callable[[Pruner, tuple[Objective, ...], int, Any], Any]
     # (section, max_t) -> trials the scheduler needs started at once, running or paused
     holds: Callable[[Pruner, int], int] | None = None
 
@@ -34,19 +36,26 @@ class PrunerInfo:
     watches_metric = property(lambda self: self.caps.watches_metric)
 
 
-def _asha(section: Pruner, obj: Objective, max_t: int, space: Any):
+def _asha(section: Pruner, objs: tuple[Objective, ...], max_t: int, space: Any):
+    grace = min(section.grace_period, max_t)
+    rf = float(section.reduction_factor)
+    if len(objs) > 1:
+        from search.tune.pareto_pruners import ParetoASHA
+
+        return ParetoASHA(objs, EPOCH_METRICS, max_t=max_t, grace_period=grace,
+                          reduction_factor=rf, brackets=section.brackets,
+                          seed=int(space.seed or 0))
     from ray.tune.schedulers import ASHAScheduler
 
-    grace = min(section.grace_period, max_t)
+    obj = objs[0]
     return ASHAScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
-                         grace_period=grace,
-                         reduction_factor=float(section.reduction_factor),
-                         brackets=section.brackets)
+                         grace_period=grace, reduction_factor=rf, brackets=section.brackets)
 
 
-def _hyperband(section: Pruner, obj: Objective, max_t: int, space: Any):
+def _hyperband(section: Pruner, objs: tuple[Objective, ...], max_t: int, space: Any):
     from ray.tune.schedulers import HyperBandScheduler
 
+    obj = objs[0]
     return HyperBandScheduler(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode, max_t=max_t,
                               reduction_factor=float(section.reduction_factor))
 
@@ -62,24 +71,29 @@ def _hyperband_holds(section: Pruner, max_t: int) -> int:
     return int(math.ceil(s_max_1 / (s + 1) * eta ** s))
 
 
-def _median(section: Pruner, obj: Objective, max_t: int, space: Any):
+def _median(section: Pruner, objs: tuple[Objective, ...], max_t: int, space: Any):
+    grace = int(section.grace_period)
+    if len(objs) > 1:
+        from search.tune.pareto_pruners import ParetoMedian
+
+        return ParetoMedian(objs, EPOCH_METRICS, grace_period=grace, min_samples_required=3)
     from ray.tune.schedulers import MedianStoppingRule
 
     # time_attr in epochs: Tune's default counts the grace period in seconds.
-    return MedianStoppingRule(time_attr=TIME_ATTR, metric=obj.metric, mode=obj.mode,
-                              grace_period=float(section.grace_period),
-                              min_samples_required=3)
+    return MedianStoppingRule(time_attr=TIME_ATTR, metric=objs[0].metric, mode=objs[0].mode,
+                              grace_period=float(grace), min_samples_required=3)
 
 
-def _none(section: Pruner, obj: Objective, max_t: int, space: Any):
+def _none(section: Pruner, objs: tuple[Objective, ...], max_t: int, space: Any):
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def _pbt(section: Pruner, obj: Objective, max_t: int, space: Any):
+def _pbt(section: Pruner, objs: tuple[Objective, ...], max_t: int, space: Any):
     from ray.tune.schedulers import PopulationBasedTraining
 
+    obj = objs[0]
     # Synchronous: members exploit and explore when all of them reached the same epoch, so a
     # seed gives one population history. Ray's asynchronous default decides by whichever
     # member reports first (start-up and load make that differ from run to run) and may find
@@ -164,17 +178,21 @@ def holding_note(space: Any, max_t: int, started: int) -> str | None:
             "it will prune little; use asha, or a larger max_concurrent")
 
 
-def build_scheduler(space: Any, objective: Objective, max_t: int, n_objectives: int = 1):
-    """The Tune scheduler for the space's pruner, watching `objective` (the first of
-    `n_objectives`) over `max_t` epochs."""
+def build_scheduler(space: Any, objectives: Objective | Sequence[Objective], max_t: int):
+    """The Tune scheduler for the space's pruner, watching `objectives` (one, or all of the
+    space's) over `max_t` epochs."""
+    objs = (objectives,) if isinstance(objectives, Objective) else tuple(objectives)
     section = space.pruner
     info = pruner_info(space)
-    if n_objectives > 1 and not info.caps.multi_objective:
+    if len(objs) > 1 and not info.caps.multi_objective:
+        able = ", ".join(n for n, c in CAPS.items() if c.multi_objective)
         raise UserError(f"pruner.name: {info.name} needs a single objective, the space has "
-                        f"{n_objectives}; use pruner name none")
-    if info.watches_metric and objective.metric not in EPOCH_METRICS:
-        raise UserError(f"pruner.name: {info.name} compares trials epoch by epoch on the first "
-                        f"objective, but {objective.metric!r} is only known when a trial ends; "
-                        f"put an epoch metric ({', '.join(EPOCH_METRICS[:3])}) first or use "
+                        f"{len(objs)}; use one of {able}")
+    if info.watches_metric and not pruned_on([o.metric for o in objs]):
+        which = "the first objective" if len(objs) == 1 else "any objective"
+        raise UserError(f"pruner.name: {info.name} compares trials epoch by epoch on {which}, "
+                        f"but {', '.join(repr(o.metric) for o in objs)} "
+                        f"{'is' if len(objs) == 1 else 'are'} only known when a trial ends; "
+                        f"add an epoch metric ({', '.join(EPOCH_METRICS[:3])}) or use "
                         "pruner none")
-    return info.build(section, objective, max(1, int(max_t)), space)
+    return info.build(section, objs, max(1, int(max_t)), space)

@@ -41,7 +41,8 @@ def test_objective_forms(raw, expected):
 
 def test_multi_objective_defaults_and_limits():
     space = load("objective: [val_accuracy, num_params]\n")
-    assert space.pruner.as_dict() == {"name": "none"}
+    assert space.pruner.name == "asha"  # Pareto ranks at its rungs
+    assert load("objective: [num_params, latency_ms]\n").pruner.as_dict() == {"name": "none"}
     assert "each metric may appear once" in str(error_of(
         "objective: [val_accuracy, val_accuracy]\n"))
     assert "needs at least one metric" in str(error_of("objective: []\n"))

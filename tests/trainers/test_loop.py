@@ -75,13 +75,14 @@ def test_it_learns_and_reports_every_metric():
     assert [m["epoch"] for m in reports] == [1, 2, 3]
     assert set(reports[0]) >= {"epoch", "train_loss", "train_accuracy", "val_loss",
                                "val_accuracy", "lr", "grad_norm", "epoch_time",
-                               "samples_per_sec", "temperature"}
+                               "samples_per_sec", "temperature", "num_params"}
     assert all(math.isfinite(v) for m in reports for v in m.values())
     assert 1.0 < reports[0]["temperature"] < 2.0  # onecycle's lr is below its peak here
     assert result.best_val_accuracy == max(m["val_accuracy"] for m in reports)
     assert result.best_val_accuracy > 0.8 and result.test_accuracy > 0.8
     assert result.history == reports and not result.stopped_early
     assert result.num_params == sum(p.numel() for p in TinyNet().parameters())
+    assert {m["num_params"] for m in reports} == {result.num_params}  # known before training
 
 
 class _ModeSpy(nn.Module):

@@ -92,3 +92,40 @@ def test_best_of_unknown_trial_number(ray_cluster, space_file, tmp_path, capsys)
     capsys.readouterr()
     assert main(["best", "few", "--output", out, "--trial", "99"]) == 2
     assert "--trial 99: not a completed trial" in capsys.readouterr().err
+
+
+def test_two_objectives_are_pruned_by_pareto_rank(ray_cluster, space_file, tmp_path, capsys):
+    """accuracy and size, pruned by default (ASHA over Pareto ranks): the stopped trials are
+    PRUNED in the study with the epoch they stopped at, the others COMPLETE with both values;
+    status shows the front and best prints a member of it."""
+    from optuna.trial import TrialState
+
+    from search.studies import study as studies
+
+    text = (SPACE.replace("objective: {{metric: val_accuracy}}",
+                          "objective: [val_accuracy, num_params]")
+            .replace("trials: 4", "trials: 10").replace("epochs: 2", "epochs: 4")
+            .replace("pruner: {{name: asha, grace_period: 1, reduction_factor: 2}}\n", ""))
+    path, out = space_file("pareto", text), str(tmp_path / "runs")
+    assert load_space(path.read_text()).pruner["name"] == "asha"  # the default for two
+    assert main(["run", str(path), "--output", out, "--plain", *FIT]) == 0
+    capsys.readouterr()
+    study = studies.load_study(studies.open_storage(f"sqlite:///{out}/study.db"), "pareto")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(pruned) + len(complete) == 10 and pruned and complete
+    for t in pruned:
+        assert t.values is None and 1 <= t.user_attrs["stopped_at_epoch"] < 4
+    for t in complete:
+        assert len(t.values) == 2 and t.values[1] == t.user_attrs["num_params"]
+        assert t.user_attrs["epochs_run"] == 4
+    front = studies.best_trials(study)
+    assert front and {t.number for t in front} <= {t.number for t in complete}
+
+    assert main(["status", "pareto", "--output", out]) == 0
+    status = capsys.readouterr().out
+    assert f"{len(pruned)} pruned" in status and f"{len(complete)} complete" in status
+    assert "Pareto front: trials " + ", ".join(f"#{t.number}" for t in front) in status
+    assert main(["best", "pareto", "--output", out]) == 0
+    best = load_space(capsys.readouterr().out, filename="best.yaml")
+    assert best.fixed["model"]["width"] == front[0].params["model.width"]

@@ -43,7 +43,7 @@ def build_like_run(space) -> None:
     """What search run builds from a space before any trial (runner._plan, run_search)."""
     objectives = space.objectives
     max_t = space.budget.max_epochs
-    build_scheduler(space, objectives[0], max_t, len(objectives))
+    build_scheduler(space, objectives, max_t)
     started_at_once(space, max_t, 2, capped=False)
     if pruner_info(space).uses_searcher:
         build_sampler(space, len(objectives))
@@ -86,7 +86,8 @@ def test_whatever_validate_accepts_the_run_builds():
     ("grid", "asha", "one", True, "grid needs a space without conditional"),
     ("tpe", "pbt", "one", False, "cannot be combined with a searcher"),
     ("random", "pbt", "one", True, "pbt needs a space without conditional"),
-    ("tpe", "asha", "two", False, "early stopping needs a single objective"),
+    ("tpe", "hyperband", "two", False, "hyperband needs a single objective; with 2 "
+     "objectives use one of asha, median, none"),
     ("tpe", "asha", "final_first", False, "only known when a trial ends"),
 ])
 def test_what_the_run_refuses_is_refused_at_validate(sampler, pruner, objective, conditional,

@@ -98,3 +98,84 @@ def test_pbt_needs_a_parameter_it_may_change(monkeypatch):
     monkeypatch.setattr(space, "distributions", lambda: {"model.width": width})
     with pytest.raises(UserError, match="pbt needs a searched parameter it can change"):
         mutations_of(space)
+
+# -- several objectives: Pareto ranks at the rungs (search/tune/pareto_pruners.py) -----------------
+TWO = (ACC, Objective("num_params", "minimize"))
+
+
+def trials(*ids):
+    from ray.tune.experiment import Trial
+
+    return [Trial("search_trial", trial_id=i, stub=True) for i in ids]
+
+
+def epoch(t, acc, params=None, **more):
+    out = {"training_iteration": t, "val_accuracy": acc, **more}
+    if params is not None:
+        out["num_params"] = params
+    return out
+
+
+def test_asha_and_median_take_several_objectives_the_others_refuse():
+    from search.tune.pareto_pruners import ParetoASHA, ParetoMedian
+
+    space = toy_space(pruner_name="asha", pruner={"grace_period": 1, "reduction_factor": 3})
+    sched = build_scheduler(space, TWO, max_t=9)
+    assert isinstance(sched, ParetoASHA) and sched.brackets == [[1, 3]]  # rungs below max_t
+    assert isinstance(build_scheduler(toy_space(pruner_name="median"), TWO, 9), ParetoMedian)
+    assert isinstance(build_scheduler(toy_space(pruner_name="none"), TWO, 9),
+                      schedulers.FIFOScheduler)
+    with pytest.raises(UserError, match="hyperband needs a single objective, the space has 2; "
+                                        "use one of asha, median, none"):
+        build_scheduler(toy_space(pruner_name="hyperband"), TWO, 9)
+    with pytest.raises(UserError, match="only known when a trial ends"):
+        build_scheduler(space, (Objective("num_params", "minimize"),
+                                Objective("latency_ms", "minimize")), 9)
+
+
+def test_pareto_asha_keeps_the_front_of_each_rung():
+    space = toy_space(pruner_name="asha", pruner={"grace_period": 1, "reduction_factor": 2})
+    sched = build_scheduler(space, TWO, max_t=4)
+    a, b, c, d = trials("a", "b", "c", "d")
+    for t in (a, b, c, d):
+        sched.on_trial_add(None, t)
+    go, stop = schedulers.TrialScheduler.CONTINUE, schedulers.TrialScheduler.STOP
+    assert sched.on_trial_result(None, a, epoch(1, 0.50, 1000)) == go  # first at the rung
+    assert sched.on_trial_result(None, b, epoch(1, 0.40, 2000)) == stop  # dominated by a
+    # less accurate but far smaller: an end of the front (a tie with a goes to the newcomer)
+    assert sched.on_trial_result(None, c, epoch(1, 0.48, 10)) == go
+    assert sched.on_trial_result(None, a, epoch(2, 0.60, 1000)) == go  # rung 2: first again
+    assert sched.on_trial_result(None, d, epoch(1, 0.30, 5000)) == stop
+    # one decision per rung: later epochs between rungs go on
+    assert sched.on_trial_result(None, c, epoch(1, 0.48, 10)) == go
+    assert sched.on_trial_result(None, a, epoch(3, 0.61, 1000)) == go
+
+
+def test_only_the_objectives_a_result_carries_count():
+    """latency_ms is measured when a trial ends: at a rung the points are compared on the
+    objectives they all carry; num_params alone (constant in training) decides nothing."""
+    lat = (ACC, Objective("latency_ms", "minimize"))
+    sched = build_scheduler(toy_space(pruner_name="asha", pruner={"reduction_factor": 2}), lat, 4)
+    a, b = trials("a", "b")
+    sched.on_trial_add(None, a)
+    sched.on_trial_add(None, b)
+    sched.on_trial_result(None, a, epoch(1, 0.5))
+    assert sched.on_trial_result(None, b, epoch(1, 0.4, latency_ms=0.1)) == "STOP"
+
+    sched = build_scheduler(toy_space(pruner_name="asha", pruner={"reduction_factor": 2}), TWO, 4)
+    a, b = trials("a", "b")
+    sched.on_trial_add(None, a)
+    sched.on_trial_add(None, b)
+    sched.on_trial_result(None, a, {"training_iteration": 1, "num_params": 10})
+    assert sched.on_trial_result(None, b, {"training_iteration": 1, "num_params": 99}) == \
+        "CONTINUE"
+
+
+def test_pareto_median_stops_the_worse_half_once_enough_trials_reported():
+    sched = build_scheduler(toy_space(pruner_name="median", pruner={"grace_period": 2}), TWO, 9)
+    a, b, c, d, e = trials("a", "b", "c", "d", "e")
+    for t, acc in ((a, 0.9), (b, 0.8), (c, 0.7)):
+        assert sched.on_trial_result(None, t, epoch(1, acc - 0.5, 1000)) == "CONTINUE"  # grace
+        assert sched.on_trial_result(None, t, epoch(2, acc, 1000)) == "CONTINUE"  # < 3 others
+    assert sched.on_trial_result(None, d, epoch(2, 0.6, 1000)) == "STOP"  # worse than all
+    assert sched.on_trial_result(None, e, epoch(2, 0.6, 100)) == "CONTINUE"  # smallest: front
