@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.errors import UserError
+    from search.errors import UserError, one_line
     from search import preflight
     from search.usercode import DEFAULT_FIT, check_user_code, space_fit
     from spaces import SpaceError, load_space
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
             if space_fit(space) == DEFAULT_FIT:  # the built-in trainer tries the factories once
                 preflight.check_user_code(space)
         except (SpaceError, UserError, TrainerError) as err:
-            print(f"error: {err}" if isinstance(err, SpaceError) else f"error: {path}: {err}",
-                  file=sys.stderr)
+            text = str(err) if isinstance(err, SpaceError) else f"{path}: {err}"
+            print(f"error: {one_line(text)}", file=sys.stderr)
             failed += 1
             continue
         print(("\n" if i else "") + space.describe())
