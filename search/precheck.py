@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from search.errors import UserError
@@ -54,6 +53,12 @@ def check_run(space: Any, options: Any) -> str:
     from search.runs import check_folder, output_dir
 
     check_options(options)
+    fit = getattr(options, "fit", None)
+    if fit:  # imported (never run): a missing module or a non-function, said first
+        from search.usercode import DEFAULT_FIT, resolve_fit
+
+        if fit != DEFAULT_FIT:  # ours needs no check, nor torch's import
+            resolve_fit(fit)
     given = getattr(options, "output", None)
     output = output_dir(space.name, given)
     check_folder(output, "--output" if given else "output folder")

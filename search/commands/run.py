@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from search.commands.values import MAX_CPUS, MAX_RETRIES, MAX_WARM_START, whole
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from search.precheck import check_run
     from spaces import load_space
 
-    space = load_space(args.file, filename=args.file)
+    space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
     check_run(space, args)  # a refused run: one line in seconds, before Ray, Tune or MLflow
     import optuna
 

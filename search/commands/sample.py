@@ -6,6 +6,7 @@ so the same seed prints the same configs.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from search.commands.values import MAX_SAMPLES, MAX_SEED, whole
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from spaces import load_space
     from spaces.yamlio import dump_yaml
 
-    space = load_space(args.file, filename=args.file)
+    space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created ..."
     try:

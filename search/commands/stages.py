@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from search.cluster import local_token
     from search.runs import locate
 
+    if args.tracking_uri:  # said before the stages are looked for
+        from search.tracking.backend import normalise
+
+        normalise(args.tracking_uri, "--tracking-uri")
     _, output, _ = locate(args.name, args.output, args.storage)
     local_token(_address(output, args.run))  # before Ray is imported
     return run_and_print(output, args.run, restart=args.restart, cpus=args.cpus,

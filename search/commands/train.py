@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from search.usercode import check_user_code
         from spaces import load_space
-        space = load_space(args.file, filename=args.file)
+        space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
         check_user_code(space)
         config = space.config_with(overrides)
         if space.fit:

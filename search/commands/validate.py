@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 NAME = "validate"
 HELP = ("check space files (and import the fit function and factories they name, to check "
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for i, path in enumerate(args.files):
         try:
-            space = load_space(path, filename=path)
+            space = load_space(Path(path), filename=path)  # a path, newline or not
             check_user_code(space)  # imports (never runs) the fit function and factories
             preflight.check_devices(space)
             if space_fit(space) == DEFAULT_FIT:  # the built-in trainer tries the factories once
