@@ -37,13 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from search.errors import UserError
     from search.tracking.backend import (ARTIFACT_DIR, ENV_URI, default_uri, is_http,
                                          normalise, probe, redact)
-    from search.tracking.factory import output_folder
-    from search.tracking.settings import saved_runs
 
+    if args.tracking_uri:
+        normalise(args.tracking_uri, "--tracking-uri")
     uri = args.tracking_uri or os.environ.get(ENV_URI)
     artifacts = os.path.abspath(ARTIFACT_DIR)  # only for experiments made in the UI itself
     if args.name or args.output or not uri:
-        output = output_folder(args.name, args.output)
+        from search.runs import output_of
+        from search.tracking.settings import saved_runs
+
+        output = output_of(args.name, args.output)[1]
         runs = saved_runs(output)
         artifacts = str(output / ARTIFACT_DIR)
         if runs and runs[-1].artifact_location:
@@ -61,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if is_http(uri):  # already a server: its UI is right there
         print(f"MLflow UI: {uri}")
         return 0
-    probe(uri)  # a database that is down is said now, not after the server gives up
     check_listen(args.host, args.port)
+    probe(uri)  # a database that is down is said now, not after the server gives up
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
            os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     proc = subprocess.Popen(server_command(uri, artifacts, args.host, args.port), env=env,
