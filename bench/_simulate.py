@@ -143,7 +143,6 @@ class _Optuna:
     def __init__(self, p: Problem, arm: Arm, seed: int, trials: int):
         import optuna
 
-        from search.lifecycle.plan import objectives_of
         from spaces import load_space
 
         self.space = load_space(space_text(p, seed=seed, trials=trials),

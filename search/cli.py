@@ -26,8 +26,19 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line said as every user's mistake is: one line
+    naming the flag and the rule, exit 2 (argparse prints its usage over several lines).
+    Subcommands' parsers are of this class too (add_subparsers copies it)."""
+
+    def error(self, message: str):
+        from search.errors import one_line
+
+        self.exit(2, f"error: {self.prog}: {one_line(message)}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="search",
         description="Declarative hyperparameter search for PyTorch image classifiers: "
                     "write a space YAML file, then `search run space.yaml`.",
@@ -43,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from search.errors import UserError
+    from search.errors import UserError, one_line
 
     args = build_parser().parse_args(argv)
     try:
@@ -52,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         use_password_file(getattr(args, "storage_password_file", None))
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

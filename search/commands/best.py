@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from search.commands import add_search_arguments, open_search
+from search.commands.values import whole
 
 NAME = "best"
 HELP = ("print the best trial's configuration as a space file whose fixed sections are that "
@@ -13,7 +14,7 @@ HELP = ("print the best trial's configuration as a space file whose fixed sectio
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_search_arguments(parser)
-    parser.add_argument("--trial", type=int, metavar="N",
+    parser.add_argument("--trial", type=whole(0), metavar="N",
                         help="this trial number instead of the best (e.g. another point of a "
                              "Pareto front)")
 

@@ -20,11 +20,16 @@ def run(args: argparse.Namespace) -> int:
     from search.cluster.connect import local_token
 
     local_token(args.address)  # before Ray is imported
+    from search.lifecycle.precheck import check_options, check_ray
+    from search.lifecycle.runs import locate
+
+    check_options(args)
+    if args.address:
+        check_ray(args.address, "--address")
     import optuna
 
     from search.commands.run import options_from, report, then_stages
     from search.lifecycle.runner import resume_search
-    from search.lifecycle.runs import locate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, output, _ = locate(args.name, args.output)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from search.commands.values import MAX_CPUS, MAX_RETRIES, MAX_WARM_START, whole
 
 NAME = "run"
 HELP = ("run the search a space file declares: trials on Ray Tune, parameters from an Optuna "
@@ -17,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "$SEARCH_STORAGE, else sqlite:///<output>/study.db)")
     parser.add_argument("--new", action="store_true",
                         help="delete the study of this name first and start afresh")
-    parser.add_argument("--retries", type=int, default=1, metavar="N",
+    parser.add_argument("--retries", type=whole(0, MAX_RETRIES), default=1, metavar="N",
                         help="retries of a trial that crashed unexpectedly (default 1); "
                              "diverged, out-of-memory and misconfigured trials are not retried")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
                              "space's tracking.uri, else sqlite:///<output>/mlflow.db)")
-    parser.add_argument("--warm-start", type=int, default=3, metavar="K",
+    parser.add_argument("--warm-start", type=whole(0, MAX_WARM_START), default=3, metavar="K",
                         help="when the space changed since the study's last run, run its K best "
                              "earlier configs that are still valid first (default 3; 0: off)")
     parser.add_argument("--fit", default=None, metavar="MODULE:FUNCTION",
@@ -40,7 +43,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="folder of the study and runs (default ./runs/<space name>)")
     parser.add_argument("--address", metavar="ADDR",
                         help="join this Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
-    parser.add_argument("--cpus", type=int, metavar="N",
+    parser.add_argument("--cpus", type=whole(1, MAX_CPUS), metavar="N",
                         help="CPUs of a local Ray (default: all of this machine)")
     parser.add_argument("--plain", action="store_true",
                         help="log lines instead of the live status line, even on a terminal")
@@ -76,16 +79,16 @@ def run(args: argparse.Namespace) -> int:
     from search.cluster.connect import local_token
 
     local_token(args.address)  # before Ray is imported
+    from search.lifecycle.precheck import check_run
+    from spaces import load_space
+
+    space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
+    check_run(space, args)  # a refused run: one line in seconds, before Ray, Tune or MLflow
     import optuna
 
     from search.lifecycle.runner import run_search
-    from spaces import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = load_space(args.file, filename=args.file)
-    if args.retries < 0:
-        from search.errors import UserError
-        raise UserError(f"--retries: must be >= 0, got {args.retries}")
     options = options_from(args, storage=args.storage, new=args.new, retries=args.retries,
                            fit=args.fit, tracking_uri=args.tracking_uri,
                            warm_start=args.warm_start)

@@ -6,6 +6,9 @@ so the same seed prints the same configs.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from search.commands.values import MAX_SAMPLES, MAX_SEED, whole
 
 NAME = "sample"
 HELP = ("print N trial configs drawn at random from a space (fully resolved settings trees, "
@@ -14,19 +17,12 @@ HELP = ("print N trial configs drawn at random from a space (fully resolved sett
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="space YAML file")
-    parser.add_argument("-n", type=_positive, default=5, metavar="N",
+    parser.add_argument("-n", type=whole(1, MAX_SAMPLES), default=5, metavar="N",
                         help="how many configs (default 5)")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=whole(0, MAX_SEED), default=None,
                         help="seed of the random sampler (default: the space's seed)")
     parser.add_argument("--params", action="store_true",
                         help="print only the sampled parameters (Optuna names)")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from spaces import load_space
     from spaces.yamlio import dump_yaml
 
-    space = load_space(args.file, filename=args.file)
+    space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created ..."
     try:

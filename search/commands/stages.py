@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from search.commands import add_search_arguments
+from search.commands.values import MAX_CPUS, whole
 
 NAME = "stages"
 HELP = ("run the space's stages (finetune, distill, quantize) on the best checkpoint of a "
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="run every stage again instead of resuming after the last "
                              "finished one")
-    parser.add_argument("--cpus", type=int, metavar="N",
+    parser.add_argument("--cpus", type=whole(1, MAX_CPUS), metavar="N",
                         help="CPU threads for training stages (default: the run's --cpus, "
                              "else all)")
     parser.add_argument("--tracking-uri", metavar="URI",
@@ -28,11 +29,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.cluster.connect import local_token
     from search.lifecycle.runs import locate
 
+    if args.tracking_uri:  # said before the stages are looked for
+        from search.tracking.backend import normalise
+
+        normalise(args.tracking_uri, "--tracking-uri")
     _, output, _ = locate(args.name, args.output, args.storage)
+    local_token(_address(output, args.run))  # before Ray is imported
     return run_and_print(output, args.run, restart=args.restart, cpus=args.cpus,
                          tracking_uri=args.tracking_uri, storage=args.storage)
+
+
+def _address(output, run_id: str | None) -> str | None:
+    """The Ray address the run joined (its stages join it too), None for a local Ray."""
+    from search.lifecycle.runs import read_run_file, runs_of
+
+    folders = [output / run_id] if run_id else runs_of(output)[-1:]
+    try:
+        return (read_run_file(folders[0]).get("options") or {}).get("address") \
+            if folders else None
+    except (OSError, ValueError):
+        return None
 
 
 def run_and_print(output, run_id: str | None = None, **options) -> int:

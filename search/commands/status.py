@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from search.commands import add_search_arguments, open_search
+from search.commands.values import MAX_LINES, whole
 
 NAME = "status"
 HELP = ("show a search's trials by state, its best value, and whether its last run is running; "
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "raysubmit_ ids: $RAY_API_SERVER_ADDRESS)")
     jobs.add_argument("--follow", action="store_true",
                       help="print the job's log as it grows until it ends")
-    jobs.add_argument("--lines", type=int, default=20, metavar="N",
+    jobs.add_argument("--lines", type=whole(0, MAX_LINES), default=20, metavar="N",
                       help="lines of the job's log to show (default 20)")
 
 

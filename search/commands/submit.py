@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from search.commands.values import MAX_RETRIES, MAX_WARM_START, whole
+
 NAME = "submit"
 HELP = ("send the search of a space file to a Ray cluster as a Ray Job (`python -m search.cli "
         "run` on the cluster's head, runs written to --output); prints the job id that "
@@ -29,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "line): the head's $SEARCH_STORAGE or $PGPASSWORD supplies it")
     group.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
     group.add_argument("--new", action="store_true", help="delete the study first")
-    group.add_argument("--retries", type=int, metavar="N", help="retries of a crashed trial")
-    group.add_argument("--warm-start", type=int, metavar="K",
+    group.add_argument("--retries", type=whole(0, MAX_RETRIES), metavar="N",
+                       help="retries of a crashed trial")
+    group.add_argument("--warm-start", type=whole(0, MAX_WARM_START), metavar="K",
                        help="earlier best configs to run first when the space changed")
     group.add_argument("--fit", metavar="MODULE:FUNCTION", help="training function")
 

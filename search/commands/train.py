@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from search.commands.values import whole
+
 NAME = "train"
 HELP = ("train once with a space's fixed settings (plus --set overrides) or a trial's config "
         "file, printing a line per epoch and the final test accuracy")
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         dest="overrides", help="override a setting, e.g. --set optimizer.lr=1e-3 "
                         "(repeatable; values are read as YAML)")
-    parser.add_argument("--epochs", type=int, metavar="N", help="shorthand for --set train.epochs=N")
+    parser.add_argument("--epochs", type=whole(1), metavar="N",
+                        help="shorthand for --set train.epochs=N")
     parser.add_argument("--checkpoint-dir", metavar="DIR",
                         help="write last.pt and best.pt here after every epoch")
 
@@ -49,22 +52,55 @@ def load_config_file(path: str, overrides: dict) -> dict:
 
     from search.errors import UserError
     from spaces.settings import parse_override
+    from spaces.yamlio import load_yaml
 
-    try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
-    except OSError as err:
-        raise UserError(f"--config {path}: cannot read it ({err.strerror})") from None
+    text = read_config_text(path)
+    try:  # composing expands no alias: an alias bomb costs nothing here
+        docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
     except yaml.YAMLError as err:
         raise UserError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") \
             from None
+    except RecursionError:
+        raise UserError(f"--config {path}: nested too deeply") from None
     if len(docs) > 1:
         raise UserError(f"--config {path}: holds {len(docs)} YAML documents (as `search sample` "
                         "prints); keep the one to train, e.g. `search sample SPACE -n 1`")
-    config = settings_of(docs[0] if docs else None, path)
+    # one document, read as space files are (aliases, values and depth bounded; YAML 1.2 floats)
+    config = settings_of(load_yaml(text, file=path)[0] if docs else None, path)
     for key, value in overrides.items():
         group, name, parsed = parse_override(key, value)
         config.setdefault(group, {})[name] = parsed
     return config
+
+
+MAX_CONFIG_BYTES = 1024 ** 2  # a config is a few kilobytes
+
+
+def read_config_text(path: str) -> str:
+    """The text of a config file: a regular file (a FIFO would block, /dev/zero never end) of
+    at most MAX_CONFIG_BYTES, UTF-8; else one line naming it."""
+    import stat
+
+    from search.errors import UserError
+
+    try:
+        info = Path(path).stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, FIFO or socket"
+            raise UserError(f"--config {path}: not a regular file ({kind}); give a YAML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"--config {path}: larger than 1 MiB ({info.st_size:,} bytes); a "
+                            "config file is a few kilobytes")
+        with open(path, "rb") as f:
+            return f.read(MAX_CONFIG_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: does not exist") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"--config {path}: not a text file (byte {err.start} is not UTF-8)") \
+            from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"--config {path}: cannot read it "
+                        f"({getattr(err, 'strerror', None) or err})") from None
 
 
 def settings_of(raw, path: str) -> dict:
@@ -105,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.file is None) == (args.config is None):
         raise UserError("search train: give either a space file or --config FILE (one of them)")
     overrides = parse_sets(args.overrides)
+    if args.checkpoint_dir is not None:
+        from search.lifecycle.runs import check_folder
+
+        check_folder(Path(args.checkpoint_dir).expanduser().absolute(), "--checkpoint-dir")
     if args.epochs is not None:
         overrides["train.epochs"] = args.epochs
     if args.config is not None:
@@ -112,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from search.lifecycle.usercode import check_user_code
         from spaces import load_space
-        space = load_space(args.file, filename=args.file)
+        space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
         check_user_code(space)
         config = space.config_with(overrides)
         if space.fit:

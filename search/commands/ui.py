@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 from search.commands import add_search_arguments
+from search.commands.values import MAX_PORT, whole
 
 NAME = "ui"
 HELP = "start the MLflow UI on a search's tracking backend and print its URL"
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "$MLFLOW_TRACKING_URI, else the one the search used)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on "
                         "(default 127.0.0.1; 0.0.0.0 to reach it from other machines)")
-    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--port", type=whole(1, MAX_PORT), default=5000,
+                        help="port (default 5000)")
 
 
 def server_command(uri: str, artifacts: str, host: str, port: int) -> list[str]:
@@ -35,13 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from search.errors import UserError
     from search.tracking.backend import (ARTIFACT_DIR, ENV_URI, default_uri, is_http,
                                          normalise, probe, redact)
-    from search.tracking.factory import output_folder
-    from search.tracking.settings import saved_runs
 
+    if args.tracking_uri:
+        normalise(args.tracking_uri, "--tracking-uri")
     uri = args.tracking_uri or os.environ.get(ENV_URI)
     artifacts = os.path.abspath(ARTIFACT_DIR)  # only for experiments made in the UI itself
     if args.name or args.output or not uri:
-        output = output_folder(args.name, args.output)
+        from search.lifecycle.runs import output_of
+        from search.tracking.settings import saved_runs
+
+        output = output_of(args.name, args.output)[1]
         runs = saved_runs(output)
         artifacts = str(output / ARTIFACT_DIR)
         if runs and runs[-1].artifact_location:
@@ -59,12 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if is_http(uri):  # already a server: its UI is right there
         print(f"MLflow UI: {uri}")
         return 0
+    check_listen(args.host, args.port)
     probe(uri)  # a database that is down is said now, not after the server gives up
-    with socket.socket() as s:
-        if s.connect_ex((args.host if args.host != "0.0.0.0" else "127.0.0.1",
-                         args.port)) == 0:
-            raise UserError(f"--port {args.port}: already in use on {args.host}; pick another "
-                            "port, e.g. --port 5001")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
            os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     proc = subprocess.Popen(server_command(uri, artifacts, args.host, args.port), env=env,
@@ -82,6 +83,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if proc.poll() is None:
             _stop(proc)
+
+
+def check_listen(host: str, port: int) -> None:
+    """The server could listen on host:port: a UserError now (a port in use, an address that is
+    not this machine's, a host that does not resolve), not the server's traceback later."""
+    from search.errors import UserError, shown_value
+
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as err:
+        raise UserError(f"--host {shown_value(host)}: not an address of this machine "
+                        f"({getattr(err, 'strerror', None) or err})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind(sockaddr)
+        except OSError as err:
+            import errno
+
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(f"--port {port}: already in use on {host}; pick another port, "
+                                "e.g. --port 5001") from None
+            raise UserError(f"--host {shown_value(host)} --port {port}: cannot listen there "
+                            f"({err.strerror})") from None
 
 
 def _wait_up(proc: subprocess.Popen, url: str) -> bool:

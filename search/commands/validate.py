@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 NAME = "validate"
 HELP = ("check space files (and import the fit function and factories they name, to check "
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.errors import UserError
+    from search.errors import UserError, one_line
     from search.lifecycle import preflight
     from search.lifecycle.usercode import DEFAULT_FIT, check_user_code, space_fit
     from spaces import SpaceError, load_space
@@ -25,14 +26,14 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for i, path in enumerate(args.files):
         try:
-            space = load_space(path, filename=path)
+            space = load_space(Path(path), filename=path)  # a path, newline or not
             check_user_code(space)  # imports (never runs) the fit function and factories
             preflight.check_devices(space)
             if space_fit(space) == DEFAULT_FIT:  # the built-in trainer tries the factories once
                 preflight.check_user_code(space)
         except (SpaceError, UserError, TrainerError) as err:
-            print(f"error: {err}" if isinstance(err, SpaceError) else f"error: {path}: {err}",
-                  file=sys.stderr)
+            text = str(err) if isinstance(err, SpaceError) else f"{path}: {err}"
+            print(f"error: {one_line(text)}", file=sys.stderr)
             failed += 1
             continue
         print(("\n" if i else "") + space.describe())

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search.cluster import gpus, shipping
-from search.lifecycle import preflight
+from search.lifecycle import precheck, preflight
 from search.studies import study as studies
 from search.cluster.connect import ray_session
 from search.tune.disk import DiskBudget
@@ -29,7 +29,7 @@ from search.lifecycle.plan import concurrency
 from search.tune.pbt import checkpoints_to_keep
 from search.tune.progress import Progress, TargetStopper
 from search.tune.pruners import build_scheduler, holding_note, pruner_info, started_at_once
-from search.lifecycle.runs import (find_run, new_run_id, output_dir, read_run_file, run_space,
+from search.lifecycle.runs import (find_run, new_run_id, output_dir, read_run_file, run_space, runs_of,
                          write_run_file, write_space)
 from search.studies.samplers import build_sampler
 from search.tune.searcher import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, FIRST_TUNE_ID, RESUME_FROM,
@@ -89,6 +89,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run prints its own lines
 
+    precheck.check_options(options)
     preflight.check_data(space)  # missing data files: one line now, before Ray or any folder
     check_user_code(space, options.fit)  # the fit function and the factories' arguments
     options = replace(options, fit=space_fit(space, options.fit))
@@ -96,12 +97,30 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     if options.fit == DEFAULT_FIT:  # a factory's mistake: one line now, not in every trial
         preflight.check_user_code(space)
     output = output_dir(space.name, options.output)
+    url = precheck.check_run(space, options)  # before anything is created
     run_id = new_run_id(output)
     exp_dir = output / run_id
     plan, scheduler = _plan(space, options.fit, exp_dir)
     shipped = shipping.runtime_env(space, options.fit, options.address)
+    undo = _undo(output, exp_dir)
+    try:
+        try:  # checked above; a file system may still say no (/proc, a full disk)
+            exp_dir.mkdir(parents=True)
+        except OSError as err:
+            raise UserError(f"output folder {output}: cannot create {exp_dir.name} in it "
+                            f"({err.strerror or err})") from None
+        study, run_info = _start(space, options, stream, url, run_id, exp_dir, plan)
+    except UserError:
+        undo()
+        raise
+    return _tune(space, plan, scheduler, options, study, run_info, exp_dir, stream,
+                 previous=run_info["previous_run"], shipped=shipped, undo=undo)
+
+
+def _start(space: Any, options: RunOptions, stream: TextIO | None, url: str, run_id: str,
+           exp_dir: Path, plan: TrialPlan) -> tuple[Any, dict]:
+    """The study (new or continued) and the run's folder and run file: (study, run info)."""
     info = pruner_info(space)
-    url = studies.storage_url(options.storage, output)
     storage = studies.open_storage(url)
     directions = [o.direction for o in plan.objectives]
     if info.uses_searcher:
@@ -119,8 +138,22 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
                 "previous_run": warm.previous, "warm_start": warm.record(),
                 "space_format": space_format, "stages": _stages_state(space, options)}
     write_run_file(exp_dir, run_info)
-    return _tune(space, plan, scheduler, options, study, run_info, exp_dir, stream,
-                 previous=warm.previous, shipped=shipped)
+    return study, run_info
+
+
+def _undo(output: Path, exp_dir: Path):
+    """What a run refused before its first trial takes back: its run folder, and the output
+    folder when the run created it and no other run is in it (as initdb removes the data
+    folder it made when it fails)."""
+    import shutil
+
+    fresh = not output.exists()
+
+    def undo() -> None:
+        shutil.rmtree(exp_dir, ignore_errors=True)
+        if fresh and output.is_dir() and not runs_of(output):
+            shutil.rmtree(output, ignore_errors=True)
+    return undo
 
 
 def _stages_state(space: Any, options: RunOptions) -> str | None:
@@ -133,67 +166,85 @@ def _stages_state(space: Any, options: RunOptions) -> str | None:
 
 def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, run_info: dict,
           exp_dir: Path, stream: TextIO | None, *, previous: dict | None = None,
-          resume: bool = False, shipped: dict | None = None) -> Outcome:
-    """One Tune experiment of the run (a fresh one when resuming) over the study."""
+          resume: bool = False, shipped: dict | None = None, undo=None) -> Outcome:
+    """One Tune experiment of the run (a fresh one when resuming) over the study. `undo`:
+    what to take back when the run is refused before Tune starts (see _undo)."""
+    fitting = False
+    try:
+        with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
+            tuner, plan = _tuner(space, plan, scheduler, options, study, run_info, exp_dir,
+                                 stream, cluster, previous, resume)
+            fitting = True
+            return _finish(tuner, study, plan, run_info, exp_dir)
+    except UserError:
+        if undo is not None and not fitting:
+            undo()
+        raise
+
+
+def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, run_info: dict,
+           exp_dir: Path, stream: TextIO | None, cluster: dict, previous: dict | None,
+           resume: bool):
+    """The Tune experiment on the Ray session whose resources `cluster` holds, and the plan
+    with its trials placed on the nodes."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     info = pruner_info(space)
     output, run_id, url = exp_dir.parent, run_info["run_id"], run_info["storage_url"]
-    with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
-        nodes = gpus.node_resources()  # a trial must fit one node; GPUs spread, then pack
-        slots = concurrency(plan.resources, cluster, nodes)
-        # A resumed run has only its trials left to run: fewer at once, a larger share each.
-        left = trials_left(study, run_id, plan.budget.trials) if resume and \
-            info.uses_searcher else plan.budget.trials
-        plan = gpus.placed(plan, nodes, min(slots, left))
-        if plan.resources.gpu:
-            print(gpus.placement_line(plan.resources, nodes, min(slots, left)),
-                  file=stream or sys.stdout)
-        gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
-        max_t = plan.budget.max_epochs
-        started = started_at_once(space, max_t, slots,
-                                  capped=plan.resources.max_concurrent is not None)
-        if not info.uses_searcher:  # PBT: the whole population at once, the extra members
-            started = max(started, plan.budget.trials)  # wait paused for a free CPU
-        note = holding_note(space, max_t, started)
-        if note and not resume:
-            print(note, file=stream or sys.stdout)
-        searcher, label, param_space, samples, callbacks = _how_to_search(
-            space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
-            run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))
-        stopper = TargetStopper(plan.objectives[0], plan.budget.target)
-        tracking = _tracking(space, options, output, run_id, study, label, previous, resume)
-        if tracking is not None:
-            callbacks.append(tracking)
-            if resume:  # runs of trials that ended while no driver could say so
-                tracking.tracker.settle(study)
-        if not resume:
-            run_info["mlflow_run_id"] = tracking.tracker.parent_id if tracking is not None \
-                else None
-            write_run_file(exp_dir, run_info)
-            record_run(study, {k: run_info[k] for k in ("run_id", "mlflow_run_id", "host",
-                                                         "started")} | {"output": str(output)})
-        callbacks += [CSVLoggerCallback(), JsonLoggerCallback()]
-        if info.uses_searcher:  # after tracking, which may still read a finished trial's files
-            callbacks.append(DiskBudget())
-        callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
-                                     plan.budget.time_limit, label, options.live, stream,
-                                     str(exp_dir), plan.objectives))
-        tuner = tune.Tuner(
-            make_trainable(space, plan), param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, scheduler=scheduler, num_samples=samples,
-                max_concurrent_trials=started, time_budget_s=plan.budget.time_limit,
-                reuse_actors=True, trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(
-                name=run_id, storage_path=str(output), verbose=0, stop=stopper,
-                callbacks=callbacks, log_to_file=True,
-                failure_config=tune.FailureConfig(max_failures=options.retries),
-                # PBT copies other trials' checkpoints: it needs them kept until read
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1 if info.uses_searcher else checkpoints_to_keep(space))))
-        return _finish(tuner, study, plan, run_info, exp_dir)
+    nodes = gpus.node_resources()  # a trial must fit one node; GPUs spread, then pack
+    slots = concurrency(plan.resources, cluster, nodes)
+    # A resumed run has only its trials left to run: fewer at once, a larger share each.
+    left = trials_left(study, run_id, plan.budget.trials) if resume and \
+        info.uses_searcher else plan.budget.trials
+    plan = gpus.placed(plan, nodes, min(slots, left))
+    if plan.resources.gpu:
+        print(gpus.placement_line(plan.resources, nodes, min(slots, left)),
+              file=stream or sys.stdout)
+    gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
+    max_t = plan.budget.max_epochs
+    started = started_at_once(space, max_t, slots,
+                              capped=plan.resources.max_concurrent is not None)
+    if not info.uses_searcher:  # PBT: the whole population at once, the extra members
+        started = max(started, plan.budget.trials)  # wait paused for a free CPU
+    note = holding_note(space, max_t, started)
+    if note and not resume:
+        print(note, file=stream or sys.stdout)
+    searcher, label, param_space, samples, callbacks = _how_to_search(
+        space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
+        run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))
+    stopper = TargetStopper(plan.objectives[0], plan.budget.target)
+    tracking = _tracking(space, options, output, run_id, study, label, previous, resume)
+    if tracking is not None:
+        callbacks.append(tracking)
+        if resume:  # runs of trials that ended while no driver could say so
+            tracking.tracker.settle(study)
+    if not resume:
+        run_info["mlflow_run_id"] = tracking.tracker.parent_id if tracking is not None \
+            else None
+        write_run_file(exp_dir, run_info)
+        record_run(study, {k: run_info[k] for k in ("run_id", "mlflow_run_id", "host",
+                                                     "started")} | {"output": str(output)})
+    callbacks += [CSVLoggerCallback(), JsonLoggerCallback()]
+    if info.uses_searcher:  # after tracking, which may still read a finished trial's files
+        callbacks.append(DiskBudget())
+    callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
+                                 plan.budget.time_limit, label, options.live, stream,
+                                 str(exp_dir), plan.objectives))
+    tuner = tune.Tuner(
+        make_trainable(space, plan), param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=samples,
+            max_concurrent_trials=started, time_budget_s=plan.budget.time_limit,
+            reuse_actors=True, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=run_id, storage_path=str(output), verbose=0, stop=stopper,
+            callbacks=callbacks, log_to_file=True,
+            failure_config=tune.FailureConfig(max_failures=options.retries),
+            # PBT copies other trials' checkpoints: it needs them kept until read
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1 if info.uses_searcher else checkpoints_to_keep(space))))
+    return tuner, plan
 
 
 def trials_left(study, run_id: str, budget: int) -> int:
@@ -376,10 +427,15 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
                   stream: TextIO | None = None) -> Outcome:
     """Continue the newest unfinished run in `output` (after Ctrl-C or a killed driver): its
     search from the study, or only its stages when the search had ended."""
+    precheck.check_options(options)
     exp_dir = find_run(output)
     run_info = read_run_file(exp_dir)
     space = run_space(exp_dir, run_info)
     saved = run_info.get("options", {})
+    address = options.address or saved.get("address") or os.environ.get("RAY_ADDRESS")
+    if address and run_info.get("state") != "finished":  # said in seconds, before a write
+        precheck.check_ray(address, "--address" if options.address else
+                           "the run's --address" if saved.get("address") else "$RAY_ADDRESS")
     fit = saved.get("fit") or space_fit(space)
     if fit == DEFAULT_FIT:  # the user's factories may have changed since the run started
         preflight.check_user_code(space)

@@ -33,6 +33,33 @@ def output_dir(name: str, output: str | None) -> Path:
     return Path(output or Path("runs") / name).expanduser().absolute()
 
 
+def check_folder(folder: Path, where: str) -> None:
+    """A UserError unless `folder` is, or can be made, a folder this process writes in: not a
+    file or a device, below an existing folder it may write to. Nothing is created."""
+    shown = f"{where} {folder}"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{shown}: is not a folder (a {_kind(folder)})")
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"{shown}: {base} is a {_kind(base)}, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{shown}: permission denied (cannot write in {base})")
+
+
+def _kind(path: Path) -> str:
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISREG, "file"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
 def new_run_id(output: Path) -> str:
     """A new run id. The trials of a run are found in a shared study by it, and two drivers
     (other hosts, other output folders) may start in the same second: a random part keeps

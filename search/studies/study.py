@@ -47,7 +47,10 @@ def storage_url(flag: str | None, output: Path) -> str:
     url = (flag or os.environ.get(ENV_STORAGE) or "").strip()
     if not url:
         return f"sqlite:///{(Path(output).absolute() / 'study.db')}"
-    if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
+    if url.startswith("sqlite") and url.partition(":///")[2] in ("", ":memory:"):
+        raise UserError(f"--storage {url}: names no database file (an in-memory study would end "
+                        "with this process); use sqlite:////absolute/path/study.db")
+    if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):]).expanduser().absolute()
         if not path.parent.is_dir():  # a typo must not leave a tree of new folders behind
             raise UserError(f"--storage {url}: the folder {path.parent} does not exist; create "

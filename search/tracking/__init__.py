@@ -11,12 +11,19 @@ stage: `callback.start_child(name)`). See docs/DESIGN.md ("Tracking").
 """
 from __future__ import annotations
 
-from .backend import resolve_uri
-from .callback import TrackingCallback
-from .factory import make_tracking, sync
-from .report import FinishReport
-from .settings import Settings
-from .tracker import SearchTracker
+import importlib
+
+# Imported when first used (PEP 562): `search.tracking.backend` alone, which `search run`
+# reads to check its tracking URI before anything starts, must not import MLflow (seconds).
+_EXPORTS = {"resolve_uri": ".backend", "TrackingCallback": ".callback",
+            "make_tracking": ".factory", "sync": ".factory", "FinishReport": ".report",
+            "Settings": ".settings", "SearchTracker": ".tracker"}
 
 __all__ = ["FinishReport", "SearchTracker", "Settings", "TrackingCallback", "make_tracking",
            "resolve_uri", "sync"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

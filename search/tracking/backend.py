@@ -80,6 +80,34 @@ def normalise(uri: str, where: str = "tracking uri") -> str:
     return remember(with_driver(uri))  # recorded masked; reveal() at each client
 
 
+def source_of(flag: str | None, space_uri: str | None,
+              env: dict[str, str] | None = None) -> str:
+    """Which setting gave the tracking URI (resolve_uri's precedence), for messages."""
+    env = os.environ if env is None else env
+    return "--tracking-uri" if flag else f"${ENV_URI}" if env.get(ENV_URI) else \
+        "tracking.uri" if space_uri else "the default tracking uri"
+
+
+def precheck(uri: str, where: str, output_dir: str | os.PathLike) -> None:
+    """Before a run creates anything: a database or server that cannot be used, said now. An
+    SQLite file outside the output folder needs an existing, writable folder (a typo must not
+    leave a tree of new folders behind); servers and other databases are probed (probe)."""
+    if uri.startswith("sqlite"):
+        path = Path(uri.split(":///", 1)[1])
+        output = Path(output_dir).absolute()
+        if path.parent == output or output in path.parents:
+            return  # the run creates the output folder itself
+        if path.exists() and not path.is_file():
+            raise UserError(f"{where} {uri}: {path} is not a file")
+        if not path.parent.is_dir():
+            raise UserError(f"{where} {uri}: the folder {path.parent} does not exist; create it "
+                            "first or fix the path")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise UserError(f"{where} {uri}: permission denied (cannot write in {path.parent})")
+        return
+    probe(uri)
+
+
 def is_http(uri: str) -> bool:
     return uri.lower().startswith(("http://", "https://"))
 

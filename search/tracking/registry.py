@@ -6,7 +6,9 @@ shapes of the config's dataset, then logged with `mlflow.pytorch.log_model`, a s
 input example. Serialisation: "pt2" (torch.export; loads without our code, so a model built by a
 user's factory loads anywhere) when the exported program reproduces the model's outputs, else
 "pickle" (loads where the model's classes import), else "torchscript" (a traced copy; what a
-quantised stage model needs). All load back with mlflow.pytorch.load_model. The stages register
+quantised stage model needs). Each format is checked by a round trip in memory before it is
+logged (search.tracking never loads a model from the model store). All load back with
+mlflow.pytorch.load_model. The stages register
 their final model the same way (alias `candidate`, loader search.stages:registry_model).
 The model expects the inputs the trainer fed it: images normalised by the training split's
 mean/std, which are in the model's metadata.
@@ -79,7 +81,10 @@ def import_loader(path: str) -> Callable[[str], tuple[Any, Any, dict]]:
 
 
 def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
-    """Log `model` into the run; returns (ModelInfo, serialisation format)."""
+    """Log `model` into the run; returns (ModelInfo, serialisation format). Each format is
+    first checked in memory (what it keeps reproduces the model's outputs), then logged, then
+    its files are looked for in the model store: nothing logged is read back, since a model
+    store (the output folder's mlartifacts, a shared server) is not ours to trust."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -98,6 +103,12 @@ def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
                 if fmt == "torchscript":
                     with torch.no_grad():
                         logged = torch.jit.trace(model, example)
+                copy = _in_memory_copy(logged, example, fmt)
+                with torch.no_grad():
+                    got = copy(example)
+                if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+                    errors.append(f"{fmt}: its copy gives different outputs")
+                    continue
                 with mlflow.start_run(run_id=run_id):
                     info = mlflow.pytorch.log_model(
                         logged, name="model", signature=signature,
@@ -105,17 +116,55 @@ def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
                         serialization_format="pickle" if fmt == "torchscript" else fmt,
                         pip_requirements=requirements,
                         metadata={**metadata, "serialization_format": fmt})
-                loaded = mlflow.pytorch.load_model(info.model_uri)
-                with torch.no_grad():
-                    got = loaded(example)
-                if torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-                    return info, fmt
-                errors.append(f"{fmt}: reloaded model gives different outputs")
+                _check_stored(info, fmt)
+                return info, fmt
             except Exception as err:
                 if is_unreachable(err) and "export" not in str(err).lower():
                     raise
                 errors.append(f"{fmt}: {str(err).strip().splitlines()[0][:200]}")
     raise RuntimeError("the model could not be logged: " + "; ".join(errors))
+
+
+def _in_memory_copy(model, example, fmt: str):
+    """The model as `fmt` keeps it, saved to and loaded from memory: the round trip
+    mlflow.pytorch.load_model would make, on bytes this process made a moment ago (never a
+    file: nothing in a model store or run folder is loaded by us)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    if fmt == "pt2":  # as MLflow exports it: the batch dimension left to the exporter
+        program = torch.export.export(model, (example,),
+                                      dynamic_shapes=[{0: torch.export.Dim.AUTO}])
+        torch.export.save(program, buffer)
+        buffer.seek(0)
+        return torch.export.load(buffer).module()
+    if fmt == "torchscript":
+        torch.jit.save(model, buffer)
+        buffer.seek(0)
+        return torch.jit.load(buffer)
+    import mlflow.pytorch
+
+    torch.save(model, buffer, pickle_module=mlflow.pytorch.pickle_module)
+    buffer.seek(0)
+    # the bytes just written above, in memory: unpickling them runs only this process's code
+    return torch.load(buffer, weights_only=False, pickle_module=mlflow.pytorch.pickle_module)
+
+
+STORED_FILES = {"pt2": "model.pt2", "pickle": "model.pth", "torchscript": "model.pth"}
+
+
+def _check_stored(info, fmt: str) -> None:
+    """The logged model's weights file is in the model store, not empty (listed, not read)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    files = {f.path.rsplit("/", 1)[-1]: f.file_size
+             for f in client.list_logged_model_artifacts(info.model_id, "data")}
+    if not files.get(STORED_FILES[fmt]):
+        raise RuntimeError(f"the model store holds no {STORED_FILES[fmt]} for the logged model "
+                           f"(found: {', '.join(files) or 'nothing'})")
 
 
 @contextlib.contextmanager

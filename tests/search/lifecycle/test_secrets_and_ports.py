@@ -1,6 +1,7 @@
 """A real `search run` as a user starts it (its own local Ray, a PostgreSQL URL with a password):
-no file it leaves under its output folder or Ray's session folder holds the password, and no
-Ray port of the run serves a client that lacks the run's token."""
+no file it leaves under its output folder or Ray's session folder holds the password, every
+Ray port of the run listens on loopback only, and none serves a client that lacks the run's
+token."""
 from __future__ import annotations
 
 import os
@@ -129,7 +130,10 @@ def test_a_run_with_a_database_password_writes_it_nowhere_and_its_ports_need_the
     assert any((tmp_path / "out").rglob("search_run.json"))
     assert any(ray_tmp.rglob("session_*")), "Ray's session folder was elsewhere"
     shutil.rmtree(ray_tmp, ignore_errors=True)
-    # Ray 2.60 binds its gRPC servers to every interface and refuses a loopback node address:
-    # what guards them is the run's token. The GCS, seen listening, refused a client without it.
+    # Every port of the run's own Ray listens on loopback only (search/cluster/connect.py), and the
+    # GCS, seen listening, refused a client without the run's token as well.
     assert any(who == "gcs_server" for _, who in sockets), sockets
+    wide = [(addr, who) for addr, who in sockets
+            if not addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))]
+    assert wide == [], f"listening beyond loopback: {wide}"
     assert gcs_refuses is True

@@ -158,6 +158,11 @@ def test_ui_command_serves_the_search(tmp_path, sqlite_uri, unique):
             if line.startswith("MLflow UI:"):
                 break
         assert lines[-1].startswith(f"MLflow UI: http://127.0.0.1:{port}"), lines
+        # by default the server listens on loopback only
+        bound = [ln.split()[3] for ln in subprocess.run(["ss", "-ltnH"], capture_output=True,
+                                                        text=True).stdout.splitlines()
+                 if ln.split()[3].endswith(f":{port}")]
+        assert bound == [f"127.0.0.1:{port}"], bound
         url = (f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?"
                f"experiment_name={unique}")
         with urllib.request.urlopen(url, timeout=10) as response:
