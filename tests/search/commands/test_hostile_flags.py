@@ -29,7 +29,7 @@ import pytest
 from hostile_cases import BASE
 from hostile_flags import CASES, Ctx, Flag
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 LIMIT_S = 10.0
 RUN_ID = "run-20260101-000000-abcdef"
 
