@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from _variants import ROOT, variant_yaml  # noqa: E402
 
 ARMS = ("search", "tune_tpe", "optuna", "tune_random")
 OURS = "search"
+RAY_START_FAILED = "node timed out during startup"
 
 
 def command(arm: str, space: Path, out: Path, cpus: int) -> list[str]:
@@ -69,11 +71,16 @@ def run_arm(args, arm: str, seed: int, tmp: Path) -> dict:
     space.write_text(text)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PEERS_LOG": str(log),
            "PEERS_TRAIN_SUBSAMPLE": str(args.subsample or 0)}
-    load = os.getloadavg()[0]
-    t0 = time.time()
-    proc = subprocess.run(command(arm, space, folder / "out", args.cpus), env=env, cwd=folder,
-                          capture_output=True, text=True)
-    wall = time.time() - t0
+    for attempt in range(1, 4):  # Ray's 30 s start-up limit fails on an overloaded machine
+        log.unlink(missing_ok=True)
+        shutil.rmtree(folder / "out", ignore_errors=True)
+        load = os.getloadavg()[0]
+        t0 = time.time()
+        proc = subprocess.run(command(arm, space, folder / "out", args.cpus), env=env,
+                              cwd=folder, capture_output=True, text=True)
+        wall = time.time() - t0
+        if RAY_START_FAILED not in proc.stderr:
+            break
     if proc.returncode != 0:
         print(f"{arm} seed {seed} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
               f"{proc.stderr[-3000:]}", file=sys.stderr)
@@ -81,6 +88,7 @@ def run_arm(args, arm: str, seed: int, tmp: Path) -> dict:
     rows.sort(key=lambda r: r["t"])
     return {"arm": arm, "seed": seed, "trials": args.trials, "epochs_per_trial": args.epochs,
             "subsample": args.subsample, "tracking": args.tracking, "rc": proc.returncode,
+            "attempts": attempt,
             "wall_s": round(wall, 1), "load_before": round(load, 2),
             "load_after": round(os.getloadavg()[0], 2),
             "events": [[round(r["t"] - t0, 2), r["val"]] for r in rows if "epoch" in r],

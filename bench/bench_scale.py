@@ -34,6 +34,7 @@ from bench_overhead import SPACE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql://postgres@127.0.0.1:5432"
+RAY_START_FAILED = "node timed out during startup"
 
 
 def peak_kib(pid: int) -> int | None:
@@ -45,6 +46,15 @@ def peak_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time the process has used so far (user + system), seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def pg_exec(sql: str, url: str = PG + "/postgres") -> list:
@@ -87,9 +97,19 @@ def counts(study_url: str, name: str, mlflow_uri: str) -> dict:
 
 
 def run_one(args, trials: int, storage: str, tmp: Path) -> dict:
+    """One run; again (up to 3 times) when Ray did not start within its 30 s limit, which an
+    overloaded machine misses."""
+    for attempt in range(1, 4):
+        row = run_once(args, trials, storage, tmp / f"try{attempt}")
+        if RAY_START_FAILED not in row.get("stderr_tail", ""):
+            break
+    return {**row, "attempts": attempt}
+
+
+def run_once(args, trials: int, storage: str, tmp: Path) -> dict:
     name = f"bench_scale_{trials}"
     folder = tmp / f"{storage}_{trials}"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     space, log = folder / "space.yaml", folder / "fit.log"
     text = SPACE.format(trials=trials, epochs=args.epochs).replace(
         "name: bench_overhead", f"name: {name}")
@@ -117,7 +137,7 @@ def run_one(args, trials: int, storage: str, tmp: Path) -> dict:
     start = time.time()
     with open(folder / "stdout.txt", "w") as so, open(folder / "stderr.txt", "w") as se:
         proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=so, stderr=se)
-        peak = [0]
+        peak, cpu = [0], [0.0]
         spy = None
         if args.profile:
             Path(args.profile).mkdir(parents=True, exist_ok=True)
@@ -130,6 +150,7 @@ def run_one(args, trials: int, storage: str, tmp: Path) -> dict:
         def watch() -> None:
             while proc.poll() is None:
                 peak[0] = max(peak[0], peak_kib(proc.pid) or 0)
+                cpu[0] = cpu_seconds(proc.pid) or cpu[0]
                 time.sleep(0.2)
 
         watcher = threading.Thread(target=watch, daemon=True)
@@ -147,7 +168,8 @@ def run_one(args, trials: int, storage: str, tmp: Path) -> dict:
            "ideal_s": round(ideal, 1), "first_trial_s": round(first, 1),
            "overhead_per_trial_s": round((wall - ideal) / trials, 3),
            "loop_overhead_per_trial_s": round((wall - first - ideal) / trials, 3),
-           "driver_peak_mib": round(peak[0] / 1024, 1), "load_before": round(load, 2),
+           "driver_peak_mib": round(peak[0] / 1024, 1),
+           "driver_cpu_per_trial_s": round(cpu[0] / trials, 3), "load_before": round(load, 2),
            "load_after": round(os.getloadavg()[0], 2)}
     try:
         row["counts"] = counts(study_url, name, mlflow_uri)
@@ -158,20 +180,24 @@ def run_one(args, trials: int, storage: str, tmp: Path) -> dict:
     for db in dbs:
         pg_exec(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     if args.keep:
-        shutil.copytree(folder, Path(args.keep, folder.name), dirs_exist_ok=True)
+        shutil.copytree(folder, Path(args.keep, folder.name), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.db", "*.db-*"))
     return row
 
 
 def verdict(rows: list[dict]) -> str:
     lines = [f"{'storage':10s} {'trials':>6s} {'wall s':>8s} {'ideal s':>8s} {'first s':>8s} "
-             f"{'overhead/trial s':>17s} {'after start-up':>15s} {'driver MiB':>10s}  ended"]
+             f"{'overhead/trial s':>17s} {'after start-up':>15s} {'driver CPU/trial s':>18s} "
+             f"{'driver MiB':>10s}  ended"]
     for r in sorted(rows, key=lambda r: (r["storage"], r["trials"])):
         c = r.get("counts", {})
         ended = (f"{c.get('COMPLETE', 0)} complete, {c.get('mlflow_runs', '?')} MLflow runs"
                  if "error" not in c else c["error"])
         lines.append(f"{r['storage']:10s} {r['trials']:6d} {r['wall_s']:8.1f} {r['ideal_s']:8.1f} "
                      f"{r['first_trial_s']:8.1f} {r['overhead_per_trial_s']:17.3f} "
-                     f"{r['loop_overhead_per_trial_s']:15.3f} {r['driver_peak_mib']:10.1f}  "
+                     f"{r['loop_overhead_per_trial_s']:15.3f} "
+                     f"{r.get('driver_cpu_per_trial_s', float('nan')):18.3f} "
+                     f"{r['driver_peak_mib']:10.1f}  "
                      f"rc {r['rc']}, {ended} (load {r['load_before']}-{r['load_after']})")
     for storage in sorted({r["storage"] for r in rows}):
         mine = {r["trials"]: r for r in rows if r["storage"] == storage}
