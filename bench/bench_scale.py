@@ -137,7 +137,7 @@ def run_once(args, trials: int, storage: str, tmp: Path) -> dict:
     start = time.time()
     with open(folder / "stdout.txt", "w") as so, open(folder / "stderr.txt", "w") as se:
         proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=so, stderr=se)
-        peak, cpu = [0], [0.0]
+        peak, cpu, cpu_first = [0], [0.0], [None]
         spy = None
         if args.profile:
             Path(args.profile).mkdir(parents=True, exist_ok=True)
@@ -151,6 +151,8 @@ def run_once(args, trials: int, storage: str, tmp: Path) -> dict:
             while proc.poll() is None:
                 peak[0] = max(peak[0], peak_kib(proc.pid) or 0)
                 cpu[0] = cpu_seconds(proc.pid) or cpu[0]
+                if cpu_first[0] is None and log.is_file():  # start-up done: a trial began
+                    cpu_first[0] = cpu[0]
                 time.sleep(0.2)
 
         watcher = threading.Thread(target=watch, daemon=True)
@@ -169,7 +171,9 @@ def run_once(args, trials: int, storage: str, tmp: Path) -> dict:
            "overhead_per_trial_s": round((wall - ideal) / trials, 3),
            "loop_overhead_per_trial_s": round((wall - first - ideal) / trials, 3),
            "driver_peak_mib": round(peak[0] / 1024, 1),
-           "driver_cpu_per_trial_s": round(cpu[0] / trials, 3), "load_before": round(load, 2),
+           "driver_cpu_per_trial_s": round(cpu[0] / trials, 3),
+           "driver_loop_cpu_per_trial_s": None if cpu_first[0] is None
+           else round((cpu[0] - cpu_first[0]) / trials, 3), "load_before": round(load, 2),
            "load_after": round(os.getloadavg()[0], 2)}
     try:
         row["counts"] = counts(study_url, name, mlflow_uri)
@@ -188,7 +192,7 @@ def run_once(args, trials: int, storage: str, tmp: Path) -> dict:
 def verdict(rows: list[dict]) -> str:
     lines = [f"{'storage':10s} {'trials':>6s} {'wall s':>8s} {'ideal s':>8s} {'first s':>8s} "
              f"{'overhead/trial s':>17s} {'after start-up':>15s} {'driver CPU/trial s':>18s} "
-             f"{'driver MiB':>10s}  ended"]
+             f"{'after start-up':>15s} {'driver MiB':>10s}  ended"]
     for r in sorted(rows, key=lambda r: (r["storage"], r["trials"])):
         c = r.get("counts", {})
         ended = (f"{c.get('COMPLETE', 0)} complete, {c.get('mlflow_runs', '?')} MLflow runs"
@@ -197,6 +201,7 @@ def verdict(rows: list[dict]) -> str:
                      f"{r['first_trial_s']:8.1f} {r['overhead_per_trial_s']:17.3f} "
                      f"{r['loop_overhead_per_trial_s']:15.3f} "
                      f"{r.get('driver_cpu_per_trial_s', float('nan')):18.3f} "
+                     f"{r.get('driver_loop_cpu_per_trial_s') or float('nan'):15.3f} "
                      f"{r['driver_peak_mib']:10.1f}  "
                      f"rc {r['rc']}, {ended} (load {r['load_before']}-{r['load_after']})")
     for storage in sorted({r["storage"] for r in rows}):
@@ -205,12 +210,15 @@ def verdict(rows: list[dict]) -> str:
             lo, hi = mine[min(mine)], mine[max(mine)]
             ratio = hi["overhead_per_trial_s"] / lo["overhead_per_trial_s"]
             loop = hi["loop_overhead_per_trial_s"] / lo["loop_overhead_per_trial_s"]
+            per_trial_kib = (hi["driver_peak_mib"] - lo["driver_peak_mib"]) * 1024 / (
+                hi["trials"] - lo["trials"])
             ok = all(r["rc"] == 0 and r.get("counts", {}).get("COMPLETE") == r["trials"]
                      for r in mine.values())
             lines.append(f"{storage}: overhead per trial at {hi['trials']} = {ratio:.2f} x at "
                          f"{lo['trials']} (after start-up {loop:.2f} x; target <= 1.2): "
                          f"{'met' if ratio <= 1.2 else 'MISSED'}; driver memory "
-                         f"{lo['driver_peak_mib']:.0f} -> {hi['driver_peak_mib']:.0f} MiB; every "
+                         f"{lo['driver_peak_mib']:.0f} -> {hi['driver_peak_mib']:.0f} MiB ("
+                         f"{per_trial_kib:.0f} KiB per trial); every "
                          f"run ended with all trials COMPLETE: {'yes' if ok else 'NO'}")
     return "\n".join(lines)
 
