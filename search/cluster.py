@@ -34,11 +34,13 @@ QUIET_ENV = {
     # Tune's TensorBoard logger imports torch on the driver: 3 s before the first trial. The
     # runner adds Tune's CSV and JSON loggers itself (progress.csv, result.json per trial).
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    # A reused trial actor waits this long for the previous trial's thread to end (Tune's
-    # default, 2 s, is short on a loaded machine: the next trial then errors and the actor
-    # keeps its CPU for Tune's 10-minute forced clean-up). Read by the workers, which inherit
-    # the driver's environment in a local Ray.
-    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30",
+    # A reused trial actor waits this long for the stopped trial's thread to end, which may
+    # first finish the epoch it is in. Tune's default, 2 s, is shorter than an epoch: the next
+    # trial then errors (a retry spent), and the actor, stopping, keeps its CPU until Tune's
+    # forced clean-up (TUNE_FORCE_TRIAL_CLEANUP_S, 10 minutes). Waiting as long costs no more
+    # and loses nothing. Read by the workers, which inherit the driver's environment in a
+    # local Ray.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "600",
 }
 OBJECT_STORE_BYTES = 512 * 1024 ** 2  # results and checkpoints do not pass through it
 

@@ -133,8 +133,7 @@ class EpochReporter:
     def finish(self, extra: dict) -> None:
         """The trial's last report: the held (or repeated) last epoch plus `extra`. The trial's
         clean-up runs first: a reused actor waits only TUNE_FUNCTION_THREAD_TIMEOUT_S for the
-        thread to end after this report (search/cluster.py), else the next trial errors and
-        the actor holds its CPU until Tune's 10-minute forced clean-up."""
+        thread to end after this report (search/cluster.py)."""
         gpus.trial_cleanup()
         self.cleaned = True
         self._send({**(self.last or {"training_iteration": 0}), **extra})
