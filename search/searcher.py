@@ -130,6 +130,7 @@ class StudySearcher(Searcher):
         self._steps: dict[int, set] = {}      # steps already reported per trial number
         self._live: dict[int, Any] = {}       # Optuna Trial objects of running trials
         self._orphans: list[int] = []         # RUNNING trials a resume left to run again
+        self._ended: set[int] = set()         # trial numbers finished in the study
         self._last: dict[str, dict] = {}      # Tune trial id -> its latest result
 
     # -- the study, opened lazily (also after unpickling) ---------------------------------------
@@ -151,7 +152,10 @@ class StudySearcher(Searcher):
         from optuna.trial import TrialState
 
         self._numbers, self._steps, self._live, self._orphans = {}, {}, {}, []
+        self._ended = set()
         for t in studies.of_run(self._study.get_trials(deepcopy=False), self.run_id):
+            if t.state.is_finished():
+                self._ended.add(t.number)
             tune_id = t.user_attrs.get(studies.TUNE_TRIAL_ID)
             if tune_id:
                 self._numbers[tune_id] = t.number
@@ -244,7 +248,7 @@ class StudySearcher(Searcher):
         if number is None or step is None or not isinstance(value, (int, float)) \
                 or not math.isfinite(value) or step in self._steps.get(number, ()):
             return
-        if self.study.get_trials(deepcopy=False)[number].state.is_finished():
+        if number in self._ended:  # told before a restart; known without reading the study
             return
         self._trial(number).report(float(value), int(step))
         self._steps.setdefault(number, set()).add(step)
@@ -261,6 +265,7 @@ class StudySearcher(Searcher):
         self._last.pop(trial_id, None)
         reason = error_reason(self.experiment_dir, trial_id) if error else None
         conclude(self.study, number, self.objectives, result, reason)
+        self._ended.add(number)
         self._live.pop(number, None)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -282,8 +287,10 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={}, _orphans=[])
+        state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={}, _orphans=[],
+                     _ended=set())
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"_last": {}, "_orphans": [], **state})  # pickled before they existed
+        # pickled before these existed
+        self.__dict__.update({"_last": {}, "_orphans": [], "_ended": set(), **state})
