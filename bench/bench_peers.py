@@ -173,7 +173,8 @@ def report(rows: list[dict], arms: list[str], target: float | None) -> str:
                      f"({fastest}) {med[fastest]['time']:.1f} s = {ratio:.2f} x (target <= 0.8): "
                      f"{'met' if ratio <= 0.8 else 'MISSED'}")
         lines.append(f"final best val: {OURS} {med[OURS]['val']:.4f} vs the best peer ({best}) "
-                     f"{med[best]['val']:.4f}: {gap:+.2f} points behind (target <= 0.2): "
+                     f"{med[best]['val']:.4f}: {gap:+.2f} points behind (negative: ahead; "
+                     f"target <= 0.2): "
                      f"{'met' if gap <= 0.2 + 1e-9 else 'MISSED'}; test accuracy "
                      f"{test_gap:+.2f} points behind the best peer's median")
     return "\n".join(lines)

@@ -46,5 +46,6 @@ def test_the_verdict_compares_with_the_fastest_peer_and_the_most_accurate_one():
         rows.append(row("tune_tpe", s, [[16.0, 0.95]], [[30.0, 0.94, 0.93]]))
     text = peers.report(rows, list(peers.ARMS), 0.95)
     assert "vs the fastest peer (tune_tpe) 16.0 s = 0.62 x (target <= 0.8): met" in text
-    assert "vs the best peer (optuna) 0.9600: +1.00 points behind (target <= 0.2): MISSED" in text
+    assert "vs the best peer (optuna) 0.9600: +1.00 points behind (negative: ahead; target " \
+        "<= 0.2): MISSED" in text
     assert "tune_random" not in text  # an arm without runs is left out
