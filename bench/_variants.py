@@ -14,6 +14,14 @@ def variant(path: str | Path, *, name: str, trials: int | None = None,
     """The space at `path` renamed, with budget.trials, train.epochs (and max_epochs) and whole
     search sections (pruner={...}, sampler={...}) replaced."""
     from spaces import load_space
+
+    text = variant_yaml(path, name=name, trials=trials, epochs=epochs, **sections)
+    return load_space(text, filename=f"{name}.yaml")
+
+
+def variant_yaml(path: str | Path, *, name: str, trials: int | None = None,
+                 epochs: int | None = None, **sections: dict) -> str:
+    """`variant`'s space as YAML text (for a run through the command line)."""
     from spaces.yamlio import dump_yaml, load_yaml
 
     data, _ = load_yaml(Path(path).read_text(), str(path))
@@ -30,7 +38,7 @@ def variant(path: str | Path, *, name: str, trials: int | None = None,
             pruner["grace_period"] = max(1, epochs // 4)
     for key, value in sections.items():
         data[key] = value
-    return load_space(dump_yaml(data), filename=f"{name}.yaml")
+    return dump_yaml(data)
 
 
 def search(space: Any, output: Path, fit: str = "trainers:fit", cpus: int | None = None) -> dict:

@@ -38,6 +38,13 @@ QUIET_ENV = {
     # Tune's TensorBoard logger imports torch on the driver: 3 s before the first trial. The
     # runner adds Tune's CSV and JSON loggers itself (progress.csv, result.json per trial).
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # A reused trial actor waits this long for the stopped trial's thread to end, which may
+    # first finish the epoch it is in. Tune's default, 2 s, is shorter than an epoch: the next
+    # trial then errors (a retry spent), and the actor, stopping, keeps its CPU until Tune's
+    # forced clean-up (TUNE_FORCE_TRIAL_CLEANUP_S, 10 minutes). Waiting as long costs no more
+    # and loses nothing. Read by the workers, which inherit the driver's environment in a
+    # local Ray.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "600",
 }
 # "0": the node address stays 127.0.0.1, so every server of a local Ray binds loopback only
 SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

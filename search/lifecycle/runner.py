@@ -241,9 +241,11 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
             name=run_id, storage_path=str(output), verbose=0, stop=stopper,
             callbacks=callbacks, log_to_file=True,
             failure_config=tune.FailureConfig(max_failures=options.retries),
-            # PBT copies other trials' checkpoints: it needs them kept until read
+            # PBT copies other trials' checkpoints: it needs them kept until read. With a
+            # searcher DiskBudget keeps the newest only (num_to_keep would make Tune save
+            # its whole state every epoch: search/tune/disk.py)
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1 if info.uses_searcher else checkpoints_to_keep(space))))
+                num_to_keep=None if info.uses_searcher else checkpoints_to_keep(space))))
     return tuner, plan
 
 

@@ -85,9 +85,11 @@ class Progress(Callback):
             self.counts[state] = self.counts.get(state, 0) + 1
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        self._count(trials)
+        # Counting reads every trial: only when the line is drawn (Tune steps many times a
+        # second, and a count per step grew with the square of the trials: bench_scale.py).
         if self.is_live and time.monotonic() - self._drawn > 0.5:
             self._drawn = time.monotonic()
+            self._count(trials)
             self.out.write("\r\x1b[K" + self.line())
             self.out.flush()
 

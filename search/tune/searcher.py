@@ -129,6 +129,8 @@ class StudySearcher(Searcher):
         self._numbers: dict[str, int] = {}    # Tune trial id -> Optuna trial number
         self._steps: dict[int, set] = {}      # steps already reported per trial number
         self._live: dict[int, Any] = {}       # Optuna Trial objects of running trials
+        self._orphans: list[int] = []         # RUNNING trials a resume left to run again
+        self._ended: set[int] = set()         # trial numbers finished in the study
         self._last: dict[str, dict] = {}      # Tune trial id -> its latest result
 
     # -- the study, opened lazily (also after unpickling) ---------------------------------------
@@ -147,12 +149,19 @@ class StudySearcher(Searcher):
 
     def _rebuild(self) -> None:
         """The id mapping and reported steps, from the study's user attributes."""
-        self._numbers, self._steps, self._live = {}, {}, {}
+        from optuna.trial import TrialState
+
+        self._numbers, self._steps, self._live, self._orphans = {}, {}, {}, []
+        self._ended = set()
         for t in studies.of_run(self._study.get_trials(deepcopy=False), self.run_id):
+            if t.state.is_finished():
+                self._ended.add(t.number)
             tune_id = t.user_attrs.get(studies.TUNE_TRIAL_ID)
             if tune_id:
                 self._numbers[tune_id] = t.number
                 self._steps[t.number] = set(t.intermediate_values)
+            elif tune_id == "" and t.state == TrialState.RUNNING:
+                self._orphans.append(t.number)
 
     def _trial(self, number: int):
         if number not in self._live:
@@ -214,7 +223,11 @@ class StudySearcher(Searcher):
 
         from search.errors import UserError
 
-        for t in studies.of_run(self.study.get_trials(deepcopy=False), self.run_id):
+        # Orphans exist only when `search resume` marked them before this searcher opened the
+        # study: the list made then, not a scan of every trial per suggestion.
+        self.study  # noqa: B018 - opening finds them
+        while self._orphans:
+            t = self.study.get_trials(deepcopy=False)[self._orphans.pop(0)]
             if t.state == TrialState.RUNNING and t.user_attrs.get(studies.TUNE_TRIAL_ID) == "":
                 trial = self._trial(t.number)
                 try:  # a driver killed while sampling left it with only some of its params
@@ -235,7 +248,7 @@ class StudySearcher(Searcher):
         if number is None or step is None or not isinstance(value, (int, float)) \
                 or not math.isfinite(value) or step in self._steps.get(number, ()):
             return
-        if self.study.get_trials(deepcopy=False)[number].state.is_finished():
+        if number in self._ended:  # told before a restart; known without reading the study
             return
         self._trial(number).report(float(value), int(step))
         self._steps.setdefault(number, set()).add(step)
@@ -252,6 +265,7 @@ class StudySearcher(Searcher):
         self._last.pop(trial_id, None)
         reason = error_reason(self.experiment_dir, trial_id) if error else None
         conclude(self.study, number, self.objectives, result, reason)
+        self._ended.add(number)
         self._live.pop(number, None)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -273,8 +287,10 @@ class StudySearcher(Searcher):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={})
+        state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={}, _orphans=[],
+                     _ended=set())
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"_last": {}, **state})  # pickled before `_last` existed
+        # pickled before these existed
+        self.__dict__.update({"_last": {}, "_orphans": [], "_ended": set(), **state})

@@ -107,6 +107,7 @@ class EpochReporter:
         self.checkpoint_dir = checkpoint_dir
         self.last: dict | None = None
         self.history: list[dict] = []  # what a fit that returns no history reported
+        self.cleaned = False
 
     def _send(self, metrics: dict) -> None:
         from ray import tune
@@ -130,7 +131,11 @@ class EpochReporter:
         return False  # schedulers stop trials through Tune, never through this return
 
     def finish(self, extra: dict) -> None:
-        """The trial's last report: the held (or repeated) last epoch plus `extra`."""
+        """The trial's last report: the held (or repeated) last epoch plus `extra`. The trial's
+        clean-up runs first: a reused actor waits only TUNE_FUNCTION_THREAD_TIMEOUT_S for the
+        thread to end after this report (search/cluster/connect.py)."""
+        gpus.trial_cleanup()
+        self.cleaned = True
         self._send({**(self.last or {"training_iteration": 0}), **extra})
 
 
@@ -223,7 +228,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         reporter.finish(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        gpus.trial_cleanup()
+        if not reporter.cleaned:
+            gpus.trial_cleanup()
 
 
 def _restore(work: Path, resume_from: str | None = None) -> str | None:
