@@ -76,6 +76,25 @@ def one_seed(args, seed: int, tmp: str) -> dict:
                        "extension": round(wall_ext)}}
 
 
+def start_ray(cpus: int | None, attempts: int = 3) -> None:
+    """One local Ray for the three searches (each `run_search` joins it): on a loaded machine
+    every start risks Ray's 30 s raylet timeout, so it is started once, retried."""
+    import ray
+
+    from search.cluster.connect import quiet_environment
+
+    quiet_environment()
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+            return
+        except Exception:  # "The current node timed out during startup"
+            ray.shutdown()
+            if attempt == attempts - 1:
+                raise
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default=str(ROOT / "spaces" / "quickstart.yaml"))
@@ -86,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", default="trainers:fit")
     parser.add_argument("--results", type=Path, help="append one JSON row per seed here")
     args = parser.parse_args(argv)
+    start_ray(args.cpus)
     met = 0
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="bench_extend_") as tmp:
