@@ -174,6 +174,8 @@ class StudySearcher(Searcher):
             attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
             if attrs.get(RESUME_FROM):
                 extra[RESUME_FROM] = attrs[RESUME_FROM]
+            if attrs.get(studies.EXTENDS) is not None:  # still spared by the scheduler
+                extra["extends"] = attrs[studies.EXTENDS]
         else:
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 return Searcher.FINISHED  # a grid with every point taken
