@@ -86,3 +86,44 @@ def test_extend_refuses_what_it_cannot_do(tmp_path, options):
         run_search(space(2, log, pruner_name="hyperband"), options(extend=True))
     with pytest.raises(UserError, match="pruner pbt cannot extend"):
         run_search(space(2, log, pruner_name="pbt", conditional=False), options(extend=True))
+
+
+def _finished_study(tmp_path, values, *, horizon=2, checkpoints=True):
+    """An in-memory study of finished toy trials, each with a trial folder (and checkpoint)."""
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(direction="maximize")
+    for i, value in enumerate(values):
+        folder = tmp_path / f"trial_{i}"
+        if checkpoints:
+            (folder / "checkpoint_000001").mkdir(parents=True)
+            (folder / "checkpoint_000001" / "last.pt").write_text("{}")
+        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
+        study.add_trial(optuna.trial.create_trial(
+            params={"optimizer.lr": 0.01 * (i + 1)},
+            distributions={"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True)},
+            value=value, state=state, intermediate_values={1: value or 0.1},
+            user_attrs={"horizon": horizon, "trial_dir": str(folder)}))
+    return study
+
+
+def test_the_pruners_share_of_the_shorter_trials_continues_best_first(tmp_path):
+    from search.lifecycle.extend import plan_extension
+    from search.lifecycle.plan import budget_of
+
+    # 6 trials ran 2 epochs (one pruned); asha rf 3 keeps ceil(6/3) = 2: the two best COMPLETE
+    study = _finished_study(tmp_path, [0.5, 0.9, None, 0.7, 0.8, 0.6])
+    toy = ToySpace(epochs=4, trials=5, pruner_name="asha", pruner={"reduction_factor": 3})
+    ext = plan_extension(study, toy, budget_of(toy))
+    assert [n for n, _ in ext.chosen] == [1, 4] and ext.horizon == 4 and ext.shorter == 6
+    assert ext.chosen[0][1].endswith("trial_1/checkpoint_000001")
+    # none keeps all the COMPLETE ones, at most budget.trials
+    toy = ToySpace(epochs=4, trials=3, pruner_name="none")
+    assert [n for n, _ in plan_extension(study, toy, budget_of(toy)).chosen] == [1, 4, 3]
+    # a horizon they all ran already: one line saying what to raise
+    with pytest.raises(UserError, match="already ran its 2 epochs; raise budget.max_epochs"):
+        plan_extension(study, ToySpace(epochs=2), budget_of(ToySpace(epochs=2)))
+    # no checkpoint left: said, nothing continues
+    bare = _finished_study(tmp_path / "bare", [0.5, 0.9], checkpoints=False)
+    with pytest.raises(UserError, match="has a checkpoint left"):
+        plan_extension(bare, ToySpace(epochs=4), budget_of(ToySpace(epochs=4)))
