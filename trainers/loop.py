@@ -235,10 +235,14 @@ class _Run:
         scheduler settings differ from the checkpoint's (a PBT mutation, a changed lr), the
         weights and the optimiser's moments are restored but its hyperparameters (lr,
         weight_decay, momentum, betas, ...) and the schedule's peak come from this config, the
-        schedule keeping its position (steps and epochs taken): see Schedule.replay."""
+        schedule keeping its position (steps and epochs taken): see Schedule.replay. The same
+        holds when train.epochs changed: the schedule spans the new epochs from the position."""
         state = load_checkpoint(path)
         saved = state["config"] if isinstance(state["config"], dict) else {}
-        retuned = any(saved.get(g) != self.cfg[g] for g in ("optimizer", "scheduler"))
+        # A longer horizon (`search run --extend`: train.epochs raised) rebuilds the schedule
+        # over the new epochs too, replayed to the checkpoint's position.
+        retuned = any(saved.get(g) != self.cfg[g] for g in ("optimizer", "scheduler")) or \
+            (saved.get("train") or {}).get("epochs", self.epochs) != self.epochs
         # this config's hyperparameters, at the schedule's step 0 (put back after the load)
         hyper = [{k: v for k, v in g.items() if k != "params"}
                  for g in self.optimizer.param_groups]

@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm-start", type=whole(0, MAX_WARM_START), default=3, metavar="K",
                         help="when the space changed since the study's last run, run its K best "
                              "earlier configs that are still valid first (default 3; 0: off)")
+    parser.add_argument("--extend", action="store_true",
+                        help="after raising the epochs: continue the best finished trials from "
+                             "their checkpoints (only the epochs left run), the rest of "
+                             "budget.trials as new trials (search/README.md, 'Extending')")
     parser.add_argument("--fit", default=None, metavar="MODULE:FUNCTION",
                         help="training function fn(config, *, report, ...) (default: the "
                              "space's fit:, else trainers:fit; docs/own-training.md); "
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = options_from(args, storage=args.storage, new=args.new, retries=args.retries,
                            fit=args.fit, tracking_uri=args.tracking_uri,
-                           warm_start=args.warm_start)
+                           warm_start=args.warm_start, extend=args.extend)
     outcome = run_search(space, options)
     return then_stages(args, outcome, report(outcome, outcome.objectives))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from search.cluster import gpus, shipping
-from search.lifecycle import precheck, preflight
+from search.lifecycle import extend, precheck, preflight
 from search.studies import study as studies
 from search.cluster.connect import ray_session
 from search.tune.disk import DiskBudget
@@ -52,6 +52,7 @@ class RunOptions:
     tracking_uri: str | None = None  # MLflow; default $MLFLOW_TRACKING_URI, tracking.uri, ...
     warm_start: int = 3           # space changed since the last run: enqueue its k best configs
     stages: bool = True           # the space's stages run after the search (not --no-stages)
+    extend: bool = False          # continue the best finished trials to a longer horizon
 
 
 @dataclass
@@ -101,6 +102,9 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     run_id = new_run_id(output)
     exp_dir = output / run_id
     plan, scheduler = _plan(space, options.fit, exp_dir)
+    if options.extend:
+        extend.keep_share(space)  # a pruner that cannot take continuations: said now
+        scheduler = extend.sparing(scheduler)  # the continuations run to their horizon
     shipped = shipping.runtime_env(space, options.fit, options.address)
     undo = _undo(output, exp_dir)
     try:
@@ -126,17 +130,23 @@ def _start(space: Any, options: RunOptions, stream: TextIO | None, url: str, run
     if info.uses_searcher:
         build_sampler(space, len(plan.objectives))  # unknown names and bad grids fail here
     warm = continue_study(storage, space, directions, [o.metric for o in plan.objectives],
-                          best=_warm_k(space, plan, info.uses_searcher, options.warm_start),
+                          best=0 if options.extend else _warm_k(
+                              space, plan, info.uses_searcher, options.warm_start),
                           new=options.new)
     study = warm.study
-    for line in warm.lines():
+    extension = None
+    if options.extend:  # the continuations take the warm start's place
+        extension = extend.plan_extension(study, space, plan.budget)
+        extend.enqueue(study, extension)
+    for line in warm.lines() if extension is None else [extension.line(), *warm.notes]:
         print(line, file=stream or sys.stdout)
     space_format = write_space(exp_dir, space)  # before the run file: a run has its space
     run_info = {"run_id": run_id, "space_name": space.name, "study_name": study.study_name,
                 "storage_url": url, "options": secret_free(asdict(options)), "pid": os.getpid(),
                 "host": socket.gethostname(), "started": time.time(), "state": "running",
                 "previous_run": warm.previous, "warm_start": warm.record(),
-                "space_format": space_format, "stages": _stages_state(space, options)}
+                "space_format": space_format, "stages": _stages_state(space, options),
+                "extend": extension.record() if extension is not None else None}
     write_run_file(exp_dir, run_info)
     return study, run_info
 
@@ -442,6 +452,8 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
     if fit == DEFAULT_FIT:  # the user's factories may have changed since the run started
         preflight.check_user_code(space)
     plan, scheduler = _plan(space, fit, exp_dir)
+    if run_info.get("extend"):  # its continuations still run to their horizon unpruned
+        scheduler = extend.sparing(scheduler)
     shipped = shipping.runtime_env(space, fit, options.address or saved.get("address"))
     storage = studies.open_storage(run_info["storage_url"])
     study = studies.load_study(storage, run_info["study_name"])

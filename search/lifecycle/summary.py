@@ -70,6 +70,13 @@ def folds_text(trial) -> str | None:
             f"{', '.join(_num(v) for v in scores)} (mean {_num(mean)})")
 
 
+def continues(trial) -> str:
+    """How a continued trial (`search run --extend`) names the trial it continues."""
+    number = trial.user_attrs.get(studies.EXTENDS)
+    return "" if number is None else (f"; continues #{number} to "
+                                      f"{trial.user_attrs.get(studies.HORIZON, '?')} epochs")
+
+
 def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str:
     counts = studies.counts(study.get_trials(deepcopy=False))
     lines = [f"study {study.study_name}: {len(study.trials)} trials: "
@@ -81,7 +88,7 @@ def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str
         split = t.user_attrs.get("split")
         lines.append(f"best: trial #{t.number} {objectives[0].metric} = {_num(t.values[0])}"
                      + (f", test_accuracy = {_num(test)}" if test is not None else "")
-                     + (f" (split: {split})" if split else ""))
+                     + (f" (split: {split})" if split else "") + continues(t))
         if folds_text(t):
             lines.append(f"trial #{t.number}: {folds_text(t)}")
     elif best:
@@ -123,7 +130,7 @@ def best_space(space: Any, config: dict, trial, study_name: str) -> str:
     test = trial.user_attrs.get(studies.TEST_ACCURACY)
     head = (f"# best trial #{trial.number} of study {study_name}: objective {values}"
             + (f", test_accuracy {_num(test)}" if test is not None else "")
-            + f"\n# run it again with: search run <this file>\n")
+            + continues(trial) + f"\n# run it again with: search run <this file>\n")
     checkpoint = best_checkpoint(trial)
     if checkpoint:
         head += f"# its weights: {checkpoint}\n"

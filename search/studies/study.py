@@ -29,6 +29,10 @@ MLFLOW_RUN_ID = "mlflow_run_id"        # the trial's MLflow child run
 TRIAL_DIR = "trial_dir"                # the trial's folder (its checkpoints)
 TEST_ACCURACY = "test_accuracy"        # of the selected model, measured once at the end
 EPOCHS_RUN = "epochs_run"
+HORIZON = "horizon"                    # the epochs the trial was planned to run (train.epochs)
+# A trial continuing a finished trial to a longer horizon (`search run --extend`,
+# search/lifecycle/extend.py): the number of the trial it continues.
+EXTENDS = "extends"
 FAIL_REASON = "fail_reason"
 # Study user attr: the study that continues this one after a parameter's distribution changed
 # (search/studies/warmstart.py); `<name>`, `<name>@2`, `<name>@3`, ...

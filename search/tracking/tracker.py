@@ -125,6 +125,7 @@ class SearchTracker:
         rec.budget = min(limits) if limits else None  # budget.max_epochs caps train.epochs
         name = f"trial-{rec.number}" if rec.number is not None else f"trial-{tune_id}"
         tags = {"search.state": "RUNNING", TAG_TUNE_ID: tune_id, TAG_NUMBER: rec.number}
+        tags.update(self._extends_tags(frozen))
         rec.run_id = self.writer.write({"op": "run", "key": rec.key, "name": name,
                                         "parent": PARENT, "tags": tags_of(tags),
                                         "start_time": now_ms()})
@@ -134,6 +135,22 @@ class SearchTracker:
         if rec.run_id is not None:
             self._link_optuna(rec, frozen)
         return rec
+
+    def _extends_tags(self, frozen) -> dict:
+        """A continuation (`search run --extend`): the trial it continues and that trial's
+        MLflow run, so the UI links the two."""
+        number = frozen.user_attrs.get(studies.EXTENDS) if frozen is not None else None
+        if number is None or self.study is None:
+            return {}
+        tags = {"search.extends": number}
+        try:
+            original = self.study.get_trials(deepcopy=False)[int(number)]
+            if original.user_attrs.get(RUN_ID_ATTR):
+                tags["search.extends_run"] = original.user_attrs[RUN_ID_ATTR]
+        except (IndexError, ValueError) as err:
+            log.warning("tracking: cannot read trial %s that %s extends (%s)", number,
+                        frozen.number, err)
+        return tags
 
     def _params_and_config(self, config: dict, frozen) -> tuple[dict, dict]:
         """The sampled values (Optuna's, else the trial's config flattened) and the resolved

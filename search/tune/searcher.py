@@ -36,7 +36,8 @@ FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selecte
 NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
 OOM_KEY = "out_of_memory"         # in a trial's last result when it ran out of memory
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
-            studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb")
+            studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb",
+            studies.HORIZON)
 
 
 def trial_dirname(trial) -> str:
@@ -182,6 +183,8 @@ class StudySearcher(Searcher):
             attrs = self.study.get_trials(deepcopy=False)[trial.number].user_attrs
             if attrs.get(RESUME_FROM):
                 extra[RESUME_FROM] = attrs[RESUME_FROM]
+            if attrs.get(studies.EXTENDS) is not None:  # still spared by the scheduler
+                extra["extends"] = attrs[studies.EXTENDS]
         else:
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 return Searcher.FINISHED  # a grid with every point taken
@@ -190,12 +193,27 @@ class StudySearcher(Searcher):
             if len(self._numbers) >= self.max_trials:
                 return Searcher.FINISHED
             trial = self._ask()
+            extra = self._continuation(trial)
         trial.set_user_attr(studies.TUNE_TRIAL_ID, trial_id)
         trial.set_user_attr(studies.RUN_ID, self.run_id)
         self._numbers[trial_id] = trial.number
         self._steps.setdefault(trial.number, set())
         self._live[trial.number] = trial
         return {"params": dict(trial.params), **extra}
+
+    def _continuation(self, trial) -> dict:
+        """A trial `search run --extend` enqueued to continue a finished one: its checkpoint
+        for the trainable, the trial it continues for the scheduler (search/lifecycle/
+        extend.py), and that trial's curve copied in, so the study holds the whole curve."""
+        attrs = trial.user_attrs
+        if attrs.get(studies.EXTENDS) is None:
+            return {}
+        original = self.study.get_trials(deepcopy=False)[int(attrs[studies.EXTENDS])]
+        if len(self.objectives) == 1:
+            for step, value in sorted(original.intermediate_values.items()):
+                trial.report(value, step)
+            self._steps[trial.number] = set(original.intermediate_values)
+        return {RESUME_FROM: attrs.get(RESUME_FROM), "extends": original.number}
 
     def _ask(self, attempts: int = 20):
         """A new trial whose sampled config the space accepts. A config that breaks one of the

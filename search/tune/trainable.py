@@ -215,7 +215,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         if reporter.last is None:  # resumed after its last epoch (PBT, a retry): no epoch ran
             reporter.last = last_epoch_report(getattr(result, "history", None))
         final = {**final_fields(result, plan.objectives, str(trial_dir)),
-                 **gpus.device_fields(result)}
+                 **gpus.device_fields(result), studies.HORIZON: reporter.epochs}
         if any(o.metric == "latency_ms" for o in plan.objectives):
             from search.lifecycle.latency import latency_ms
 

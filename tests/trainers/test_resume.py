@@ -123,3 +123,23 @@ def test_a_replayed_schedule_of_the_same_config_is_the_saved_one(name):
     assert (again.steps, again.epochs) == (run.steps, run.epochs)
     assert again.lr == pytest.approx(run.lr, rel=1e-12)
     assert (run.lr != 0.1) == (name != "none")  # every schedule but none moved the lr
+
+
+@pytest.mark.parametrize("scheduler", [{"name": "onecycle"}, {"name": "cosine"}])
+def test_a_longer_horizon_continues_on_the_schedule_of_the_new_epochs(tmp_path, scheduler):
+    """`search run --extend`: a finished 2-epoch run continues to 4 epochs. Only epochs 3-4
+    train, and the schedule is the 4-epoch one at the checkpoint's position (Schedule.replay),
+    not the finished 2-epoch one run past its end."""
+    short = fit(tiny_config(train={"epochs": 2}, scheduler=scheduler), data=DATA,
+                model=TinyNet(), checkpoint_dir=str(tmp_path / "a"))
+    whole = fit(tiny_config(train={"epochs": 4}, scheduler=scheduler), data=DATA,
+                model=TinyNet(), checkpoint_dir=str(tmp_path / "w"))
+    trained = []
+    longer = fit(tiny_config(train={"epochs": 4}, scheduler=scheduler), data=DATA,
+                 model=TinyNet(), checkpoint_dir=str(tmp_path / "b"),
+                 resume_from=str(tmp_path / "a" / "last.pt"),
+                 report=lambda m: trained.append(m["epoch"]))
+    assert trained == [3, 4] and [h["epoch"] for h in longer.history] == [1, 2, 3, 4]
+    assert longer.history[:2] == short.history
+    assert longer.history[2]["lr"] == pytest.approx(whole.history[2]["lr"], rel=1e-9)
+    assert longer.history[2]["lr"] > 10 * short.history[1]["lr"] or scheduler["name"] == "cosine"
