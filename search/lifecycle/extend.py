@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import UserError
-from search.lifecycle.plan import Budget, epochs_cap, field_of
+from search.lifecycle.plan import Budget, epochs_cap
 from search.studies import study as studies
 from search.studies.study import EXTENDS, RESUME_FROM
 
@@ -50,12 +50,10 @@ class Extension:
 
 def keep_share(space: Any) -> float:
     """The share of the trials at a rung that the space's pruner lets go on."""
-    pruner = field_of(space, "pruner", {}) or {}
-    name = field_of(pruner, "name", "asha")
+    pruner = space.pruner
+    name = pruner.name
     if name == "asha":
-        from spaces.capabilities import PRUNERS
-
-        return 1.0 / float(PRUNERS["asha"].value(pruner, "reduction_factor"))
+        return 1.0 / float(pruner.reduction_factor)
     if name == "median":
         return 0.5
     if name == "none":

@@ -2,6 +2,8 @@
 real MLflow, the known-work trainer, which logs the epoch each call starts from)."""
 from __future__ import annotations
 
+from typing import Any
+
 import io
 import json
 from pathlib import Path
@@ -14,13 +16,13 @@ from search.errors import UserError
 from search.lifecycle.runner import run_search
 from search.lifecycle.summary import status_text
 from search.studies import study as studies
-from search.testing import ToySpace
+from search.testing import toy_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def space(epochs: int, log: Path, **kw) -> ToySpace:
-    return ToySpace(name="ext", trials=4, epochs=epochs, toy={"epoch_seconds": 0.02,
+def space(epochs: int, log: Path, **kw) -> Any:
+    return toy_space(name="ext", trials=4, epochs=epochs, toy={"epoch_seconds": 0.02,
                                                               "log": str(log)}, **kw)
 
 
@@ -109,21 +111,20 @@ def _finished_study(tmp_path, values, *, horizon=2, checkpoints=True):
 
 def test_the_pruners_share_of_the_shorter_trials_continues_best_first(tmp_path):
     from search.lifecycle.extend import plan_extension
-    from search.lifecycle.plan import budget_of
 
     # 6 trials ran 2 epochs (one pruned); asha rf 3 keeps ceil(6/3) = 2: the two best COMPLETE
     study = _finished_study(tmp_path, [0.5, 0.9, None, 0.7, 0.8, 0.6])
-    toy = ToySpace(epochs=4, trials=5, pruner_name="asha", pruner={"reduction_factor": 3})
-    ext = plan_extension(study, toy, budget_of(toy))
+    toy = toy_space(epochs=4, trials=5, pruner_name="asha", pruner={"reduction_factor": 3})
+    ext = plan_extension(study, toy, toy.budget)
     assert [n for n, _ in ext.chosen] == [1, 4] and ext.horizon == 4 and ext.shorter == 6
     assert ext.chosen[0][1].endswith("trial_1/checkpoint_000001")
     # none keeps all the COMPLETE ones, at most budget.trials
-    toy = ToySpace(epochs=4, trials=3, pruner_name="none")
-    assert [n for n, _ in plan_extension(study, toy, budget_of(toy)).chosen] == [1, 4, 3]
+    toy = toy_space(epochs=4, trials=3, pruner_name="none")
+    assert [n for n, _ in plan_extension(study, toy, toy.budget).chosen] == [1, 4, 3]
     # a horizon they all ran already: one line saying what to raise
     with pytest.raises(UserError, match="already ran its 2 epochs; raise budget.max_epochs"):
-        plan_extension(study, ToySpace(epochs=2), budget_of(ToySpace(epochs=2)))
+        plan_extension(study, toy_space(epochs=2), toy_space(epochs=2).budget)
     # no checkpoint left: said, nothing continues
     bare = _finished_study(tmp_path / "bare", [0.5, 0.9], checkpoints=False)
     with pytest.raises(UserError, match="has a checkpoint left"):
-        plan_extension(bare, ToySpace(epochs=4), budget_of(ToySpace(epochs=4)))
+        plan_extension(bare, toy_space(epochs=4), toy_space(epochs=4).budget)
