@@ -177,7 +177,7 @@ class SearchTracker:
             rec.curve.append((step, metrics[self.curve_metric]))
         # Per-epoch values as curves at their epoch; the last result's whole-trial values
         # (test accuracy, the objective at the selected epoch, ...) once, at step 0 (names.py).
-        last = any(k in result for k in (FINISHED_KEY, FAIL_KEY, OOM_KEY))
+        last = any(result.get(k) for k in (FINISHED_KEY, FAIL_KEY, OOM_KEY))
         curves, whole = split_result(metrics, last)
         rec.logged.update(whole)
         ts = now_ms()
@@ -296,8 +296,10 @@ class SearchTracker:
             values = {TAG_STATE: state, TAG_REASON: reason}
             if state == COMPLETE and trial.values:
                 values[TAG_SCORE] = repr(float(trial.values[0]))
+            objective = [[self.metric, float(trial.values[0]), now_ms(), 0]] \
+                if state != FAILED and trial.values else []
             self.writer.write({"op": "batch", "key": tags["search.key"],
-                               "tags": tags_of(values)})
+                               "tags": tags_of(values), "metrics": objective})
             self.writer.write({"op": "end", "key": tags["search.key"], "status": status,
                                "end_time": now_ms(),
                                "name": trial_run_name(int(number), tags.get(TAG_TUNE_ID, ""),
