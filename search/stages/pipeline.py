@@ -320,7 +320,9 @@ class _Pipeline:
             return None, "tracking is off: not registered"
         self.log.note("stages/summary.txt", stage_table(out.rows) + "\n")
         result = read_json(last / RESULT_FILE) or {}
-        version = self.log.register(result.get("mlflow_run", last.name), last / MODEL_FILE)
+        version = self.log.register(result.get("mlflow_run", last.name), last / MODEL_FILE,
+                                    result)
+        self.log.done()
         name = self.log.settings.register_as
         if version is not None:
             return version, f"registered as {name} version {version}, alias candidate"

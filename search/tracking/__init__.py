@@ -6,8 +6,9 @@
     ...tuner.fit()...        # on_experiment_end writes the report and registers the model
     callback.report          # FinishReport: best run, model version, writes still spooled
 
-One experiment per space, one parent run per search run, one child run per trial (and per
-stage: `callback.start_child(name)`). See docs/DESIGN.md ("Tracking").
+One experiment per space, one parent run per search run, one child run per trial and one
+`stages` child holding a run per post-search stage; every name a user reads there comes from
+names.py. See docs/DESIGN.md ("Tracking") and search/README.md ("MLflow").
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import logging
 import warnings
 from typing import Any, Callable
 
+from . import versions
 from .backend import http_limits, is_unreachable
 from .runs import Book
 
@@ -80,11 +81,13 @@ def import_loader(path: str) -> Callable[[str], tuple[Any, Any, dict]]:
     return getattr(importlib.import_module(module), attr)
 
 
-def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
-    """Log `model` into the run; returns (ModelInfo, serialisation format). Each format is
-    first checked in memory (what it keeps reproduces the model's outputs), then logged, then
-    its files are looked for in the model store: nothing logged is read back, since a model
-    store (the output folder's mlartifacts, a shared server) is not ours to trust."""
+def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict,
+              name: str = "model"):
+    """Log `model` into the run as the logged model `name`; returns (ModelInfo, serialisation
+    format). Each format is first checked in memory (what it keeps reproduces the model's
+    outputs), then logged, then its files are looked for in the model store: nothing logged is
+    read back, since a model store (the output folder's mlartifacts, a shared server) is not
+    ours to trust."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -111,7 +114,7 @@ def log_model(tracking_uri: str, run_id: str, model, example, metadata: dict):
                     continue
                 with mlflow.start_run(run_id=run_id):
                     info = mlflow.pytorch.log_model(
-                        logged, name="model", signature=signature,
+                        logged, name=name, signature=signature,
                         input_example=example.numpy(),
                         serialization_format="pickle" if fmt == "torchscript" else fmt,
                         pip_requirements=requirements,
@@ -187,20 +190,24 @@ def _quiet_torch_io():
 
 
 def apply_model_op(book: Book, op: dict) -> str:
-    """Log and register the model of `op["checkpoint"]` in the run `op["key"]`, alias
-    `op["alias"]`; idempotent (a version already made from this run is reused). Returns the
-    model version."""
+    """Log and register the model of `op["checkpoint"]` in the run `op["key"]` as the logged
+    model `op["model_name"]`, alias `op["alias"]`, with its figures and description
+    (versions.py); idempotent (a version already made from this run is reused). Returns the
+    model version. Logged models that no version uses (a format that failed, an attempt cut
+    short) are deleted."""
     from mlflow.exceptions import MlflowException
 
     client, name = book.client, op["name"]
+    alias, model_name = op.get("alias", "best"), op.get("model_name") or "model"
     run_id = book.run_id(op["key"])
     try:
-        client.get_registered_model(name)
+        description = client.get_registered_model(name).description
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        client.create_registered_model(name, description="best model of torch-search "
-                                                          "searches; alias `best`")
+        client.create_registered_model(name)
+        description = None
+    versions.describe_model(client, name, description)
     done = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if done:
         version = max(done, key=lambda v: int(v.version)).version
@@ -212,12 +219,37 @@ def apply_model_op(book: Book, op: dict) -> str:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
             raise ValueError(f"cannot rebuild the model of {op['checkpoint']}: {reason}") \
                 from None
-        info, fmt = log_model(book.uri, run_id, model, example, meta)
+        figures = dict(op.get("figures") or {})
+        if "latency_ms_b1" not in figures:  # a trial's model: measured as the stages are
+            figures = {**versions.measure(model, example), **figures}
+        _drop_logged_models(book, run_id, keep=None)  # left by an attempt cut short
+        kept = None
+        try:
+            info, fmt = log_model(book.uri, run_id, model, example, meta, model_name)
+            kept = info.model_id
+        finally:  # the formats tried before the one that worked
+            _drop_logged_models(book, run_id, keep=kept)
+        source = op.get("source") or f"run {run_id}"
         # The registry resolves a models:/ source through the *global* tracking URI.
         with _use_tracking_uri(book.uri):
             version = client.create_model_version(
                 name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
-                tags={"serialization_format": fmt, "search.id": book.search_id},
-                description=f"trial run {run_id} of search {book.search_id}").version
-    client.set_registered_model_alias(name, op.get("alias", "best"), version)
+                tags=versions.version_tags(figures, source=source, fmt=fmt,
+                                           search_id=book.search_id, extra=op.get("tags")),
+                description=versions.describe(op.get("about") or source, alias, figures,
+                                              fmt)).version
+    client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+def _drop_logged_models(book: Book, run_id: str, keep: str | None) -> None:
+    """Delete the logged models of `run_id` but `keep` (and any a version uses)."""
+    client = book.client
+    used = set()
+    for v in client.search_model_versions(f"run_id = '{run_id}'"):
+        # a version made from a logged model has it as its source (models:/<model id>)
+        used.add(v.model_id or (v.source or "").removeprefix("models:/").split("/")[0])
+    for logged in client.search_logged_models([book.experiment_id],
+                                              filter_string=f"source_run_id = '{run_id}'"):
+        if logged.model_id != keep and logged.model_id not in used:
+            client.delete_logged_model(logged.model_id)

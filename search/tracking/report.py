@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import plots
+from . import plots, versions
 from .checkpoints import model_file
+from .names import curve_key, is_whole_run, trial_run_name, whole_run_key
 from .registry import DEFAULT_LOADER
 from .runs import PARENT
 from .tracker import (COMPLETE, FAILED, PRUNED, TAG_CKPT, TAG_CKPT_DIR, TAG_NUMBER, TAG_REASON,
@@ -78,7 +79,7 @@ def previous_trials(tracker: SearchTracker) -> None:
                 (rec.run_id or book.cached(rec.key)):
             try:
                 history = book.client.get_metric_history(rec.run_id or book.cached(rec.key),
-                                                         tracker.curve_metric)
+                                                         curve_key(tracker.curve_metric))
             except Exception:
                 continue
             rec.curve = sorted((m.step, m.value) for m in history)
@@ -149,6 +150,21 @@ def summary_csv(tracker: SearchTracker, rows: int = SUMMARY_ROWS, front: list = 
     return out.getvalue()
 
 
+def trial_model(tracker: SearchTracker, rec: TrialRecord) -> dict:
+    """What a registered trial model says of itself (registry.apply_model_op, versions.py):
+    its logged model's name, its source, its figures from the trial's last result."""
+    number = rec.number if rec.number is not None else rec.tune_id
+    figures = {whole_run_key(k): v for k, v in rec.final.items()
+               if (is_whole_run(k) or k in ("test_accuracy", "num_params"))
+               and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    figures = {k: v for k, v in figures.items() if k in (*versions.FIGURES, tracker.metric)}
+    if rec.best is not None:
+        figures[tracker.metric] = rec.best
+    return {"model_name": trial_run_name(rec.number, rec.tune_id), "source": f"trial {number}",
+            "about": f"Trial {number} of the search {tracker.name}", "figures": figures,
+            "tags": {"search.trial_number": rec.number}}
+
+
 def _keep_front(tracker: SearchTracker, front: list[TrialRecord]) -> None:
     """Every trial of the Pareto front keeps its checkpoint in MLflow, whatever the top-k by
     the first objective pushed out: each is a best answer for some trade-off."""
@@ -211,16 +227,22 @@ def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
         writer.write({"op": "text", "key": PARENT, "path": path, "text": text})
 
     folder = Path(folder) / "plots"
+    drawn = plots.Drawn()
     if study is not None:
-        files, report.skipped = plots.optuna_plots(study, folder, tracker.metric)
-        report.files += files
+        plots.optuna_plots(study, folder, tracker.metric, drawn)
     else:
-        report.skipped.update({name: "no Optuna study given" for name in plots.OPTUNA_PLOTS})
+        drawn.skipped.update({name: "no Optuna study given" for name in plots.OPTUNA_PLOTS})
     curves = [(f"trial {r.number if r.number is not None else r.tune_id}", r.state or "RUNNING",
                r.curve) for r in tracker.trials.values()]
     best_label = None if best is None else \
         f"trial {best.number if best.number is not None else best.tune_id}"
-    report.files += plots.learning_curves(curves, folder, tracker.curve_metric, best_label)
+    # the curves are of val_accuracy unless the tracker was told otherwise: more is better
+    # unless they are the objective's and it is minimised, or a loss
+    curve_mode = tracker.mode if tracker.curve_metric == tracker.metric else \
+        ("min" if "loss" in tracker.curve_metric else "max")
+    plots.learning_curves(curves, folder, tracker.curve_metric, best_label, curve_mode, drawn)
+    plots.write_page(drawn, folder, f"{tracker.name}: plots")
+    report.files, report.skipped = drawn.files, drawn.skipped
     for path in report.files:
         writer.write({"op": "artifact", "key": PARENT, "local": str(path), "path": "plots"})
     if report.skipped:
@@ -246,7 +268,8 @@ def finish(tracker: SearchTracker, *, study: Any = None, folder: Path,
     if register_as and ckpt is not None:
         report.model_version = writer.write({"op": "model", "key": target.key,
                                              "checkpoint": str(ckpt), "name": register_as,
-                                             "alias": "best", "loader": loader})
+                                             "alias": "best", "loader": loader,
+                                             **trial_model(tracker, target)})
     elif register_as:
         report.skipped["model"] = "no finished trial kept a checkpoint"
     _prune_disk(tracker, set(tracker.top.keys()), best)

@@ -90,9 +90,10 @@ class Book:
     artifact location (None: a tracking server's own)."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None,
-                 search_id: str, client=None) -> None:
+                 search_id: str, client=None, experiment_tags: Mapping[str, str] = {}) -> None:
         self.uri, self.experiment, self.search_id = uri, experiment, search_id
         self.artifact_location = artifact_location
+        self.experiment_tags = dict(experiment_tags)  # set when missing (names.py)
         self._client = client
         self._experiment_id: str | None = None
         self._ids: dict[str, str] = {}
@@ -124,7 +125,8 @@ class Book:
         if exp is None:
             try:
                 return self.client.create_experiment(self.experiment,
-                                                     artifact_location=self.artifact_location)
+                                                     artifact_location=self.artifact_location,
+                                                     tags=self.experiment_tags or None)
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another search made it first
                     raise
@@ -132,6 +134,9 @@ class Book:
         if exp.lifecycle_stage == "deleted":
             # A deleted experiment keeps its name; reusing it beats failing a long search.
             self.client.restore_experiment(exp.experiment_id)
+        for key, value in self.experiment_tags.items():  # a user's own values stay
+            if key not in exp.tags:
+                self.client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
 
     def find(self, key: str) -> str | None:
@@ -169,7 +174,7 @@ class Book:
     def ensure(self, key: str, name: str, tags: Mapping[str, str], parent: str | None,
                start_time: int | None = None) -> str:
         """The run with this key, created when missing, RUNNING either way (a resumed search
-        reopens its finished or killed runs)."""
+        reopens its finished or killed runs, under their running name again)."""
         run_id = self.find(key)
         all_tags = {**tags, TAG_SEARCH: self.search_id, TAG_KEY: key}
         if parent is not None:
@@ -180,8 +185,9 @@ class Book:
             run_id = self._ids[key] = run.info.run_id
             self.seen[run_id] = {}
         else:
-            if self.client.get_run(run_id).info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
+            info = self.client.get_run(run_id).info
+            if info.status != "RUNNING" or info.run_name != name:
+                self.client.update_run(run_id, status="RUNNING", name=name)
             from mlflow.entities import RunTag
 
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])

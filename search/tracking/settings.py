@@ -13,6 +13,7 @@ from pathlib import Path
 
 from search.errors import UserError
 
+from .names import experiment_tags
 from .registry import DEFAULT_LOADER
 from .runs import Book
 from .spool import Spool, Writer
@@ -48,7 +49,8 @@ class Settings:
         return self.folder / "spool.jsonl"
 
     def writer(self, client=None) -> Writer:
-        book = Book(self.uri, self.experiment, self.artifact_location, self.search_id, client)
+        book = Book(self.uri, self.experiment, self.artifact_location, self.search_id, client,
+                    experiment_tags(self.metric, self.mode, self.name))
         return Writer(book, Spool(self.spool_path), retry_every=self.retry_every)
 
     def save(self) -> Path:

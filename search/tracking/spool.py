@@ -136,7 +136,10 @@ def _delete(book: Book, op: dict) -> None:
 
 
 def _end(book: Book, op: dict) -> None:
-    book.client.set_terminated(book.run_id(op["key"]), op["status"], op.get("end_time"))
+    run_id = book.run_id(op["key"])
+    book.client.set_terminated(run_id, op["status"], op.get("end_time"))
+    if op.get("name"):  # the name that says how it ended: "trial-007 (pruned)"
+        book.client.update_run(run_id, name=op["name"])
 
 
 def _model(book: Book, op: dict) -> Any:

@@ -16,6 +16,7 @@ from search.studies import study as studies
 from search.studies.study import FIRST_TUNE_ID
 
 from .checkpoints import TopK
+from .names import SEARCH, STAGE, TAG_KIND, TRIAL, split_result, trial_run_name
 from .runs import PARENT, flatten, metrics_of, params_of, stage_key, tags_of, trial_key
 from .spool import Writer, now_ms
 
@@ -50,6 +51,7 @@ class TrialRecord:
     final: dict = field(default_factory=dict)  # last value of every metric
     last_step: int = 0
     stopped: bool = False  # the scheduler (or a stopper) ended it
+    logged: set = field(default_factory=set)  # the whole-trial values logged (MLflow keys)
     finished: bool = False  # its last result says it ended by itself
     fail: str | None = None  # its last result says it failed (and why)
     out_of_memory: str | None = None  # its last result says it ran out of memory (and how)
@@ -82,7 +84,8 @@ class SearchTracker:
               resume: bool = False) -> str | None:
         """Create (or, resuming, reattach to) the parent run and log the search's settings."""
         self.parent_id = self.writer.write({"op": "run", "key": PARENT, "name": self.name,
-                                            "parent": None, "tags": tags_of(tags),
+                                            "parent": None,
+                                            "tags": tags_of({TAG_KIND: SEARCH, **tags}),
                                             "start_time": now_ms()})
         self.writer.write({"op": "batch", "key": PARENT, "params": params_of(params)})
         for path, text in texts.items():
@@ -123,8 +126,9 @@ class SearchTracker:
         limits = [b for b in (epochs, self.budget) if isinstance(b, int)
                   and not isinstance(b, bool)]
         rec.budget = min(limits) if limits else None  # budget.max_epochs caps train.epochs
-        name = f"trial-{rec.number}" if rec.number is not None else f"trial-{tune_id}"
-        tags = {"search.state": "RUNNING", TAG_TUNE_ID: tune_id, TAG_NUMBER: rec.number}
+        name = trial_run_name(rec.number, tune_id)
+        tags = {"search.state": "RUNNING", TAG_KIND: TRIAL, TAG_TUNE_ID: tune_id,
+                TAG_NUMBER: rec.number}
         tags.update(self._extends_tags(frozen))
         rec.run_id = self.writer.write({"op": "run", "key": rec.key, "name": name,
                                         "parent": PARENT, "tags": tags_of(tags),
@@ -181,16 +185,22 @@ class SearchTracker:
         if isinstance(result.get(DEVICE_KEY), str):  # the device it trained on, searchable
             self.writer.write({"op": "batch", "key": rec.key,
                                "tags": tags_of({TAG_DEVICE: result[DEVICE_KEY]})})
-        rec.final.update(metrics)
+        rec.final.update(metrics)  # by the trainable's names (the report reads them)
         value = metrics.get(self.metric)
         if value is not None and not math.isnan(value) and (
                 rec.best is None or (value > rec.best if self.mode == "max" else value < rec.best)):
             rec.best = value
         if self.curve_metric in metrics and all(s != step for s, _ in rec.curve):
             rec.curve.append((step, metrics[self.curve_metric]))
+        # Per-epoch values as curves at their epoch; the last result's whole-trial values
+        # (test accuracy, the objective at the selected epoch, ...) once, at step 0 (names.py).
+        last = any(result.get(k) for k in (FINISHED_KEY, FAIL_KEY, OOM_KEY))
+        curves, whole = split_result(metrics, last)
+        rec.logged.update(whole)
         ts = now_ms()
         self.writer.write({"op": "batch", "key": rec.key,
-                           "metrics": [[k, v, ts, step] for k, v in metrics.items()]})
+                           "metrics": [[k, v, ts, step] for k, v in curves.items()] +
+                                      [[k, v, ts, 0] for k, v in whole.items()]})
 
     def trial_ended(self, tune_id: str, *, checkpoint: str | None = None) -> TrialRecord:
         """A trial ended without raising. The study says how, when there is one (the searcher
@@ -221,6 +231,7 @@ class SearchTracker:
             elif isinstance(rec.final.get(FINAL_PREFIX + self.metric), float):
                 rec.best = rec.final[FINAL_PREFIX + self.metric]
         rec.checkpoint = checkpoint
+        self._log_objective(rec, frozen)
         tags = {TAG_STATE: rec.state, TAG_REASON: rec.reason}
         if rec.best is not None:
             tags[TAG_SCORE] = repr(rec.best)
@@ -234,8 +245,29 @@ class SearchTracker:
                 self._drop_checkpoint(key)
         self.writer.write({"op": "batch", "key": rec.key, "tags": tags_of(tags)})
         self.writer.write({"op": "end", "key": rec.key, "status": "FINISHED",
-                           "end_time": now_ms()})
+                           "end_time": now_ms(), "name": self._name(rec)})
         return rec
+
+    def _name(self, rec: TrialRecord) -> str:
+        return trial_run_name(rec.number, rec.tune_id, rec.state)
+
+    def _log_objective(self, rec: TrialRecord, frozen) -> None:
+        """The objective under its own name, once per trial (names.py), when the last result
+        did not carry it: a pruned trial's is the value the study ranks it by (its last
+        reported one), a complete trial's the study's value."""
+        if self.metric in rec.logged:
+            return
+        value = None
+        if rec.state == PRUNED:
+            if frozen is not None and frozen.values:
+                value = frozen.values[0]
+            else:
+                value = rec.final.get(self.metric)
+        elif rec.state == COMPLETE:
+            value = rec.best
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.writer.write({"op": "batch", "key": rec.key,
+                               "metrics": [[self.metric, float(value), now_ms(), 0]]})
 
     def trial_failed(self, tune_id: str, reason: str,
                      config: Mapping[str, Any] | None = None) -> TrialRecord:
@@ -251,7 +283,7 @@ class SearchTracker:
         self.writer.write({"op": "batch", "key": rec.key,
                            "tags": tags_of({TAG_STATE: FAILED, TAG_REASON: rec.reason})})
         self.writer.write({"op": "end", "key": rec.key, "status": "FAILED",
-                           "end_time": now_ms()})
+                           "end_time": now_ms(), "name": self._name(rec)})
         return rec
 
     def settle(self, study: Any) -> int:
@@ -281,10 +313,14 @@ class SearchTracker:
             values = {TAG_STATE: state, TAG_REASON: reason}
             if state == COMPLETE and trial.values:
                 values[TAG_SCORE] = repr(float(trial.values[0]))
+            objective = [[self.metric, float(trial.values[0]), now_ms(), 0]] \
+                if state != FAILED and trial.values else []
             self.writer.write({"op": "batch", "key": tags["search.key"],
-                               "tags": tags_of(values)})
+                               "tags": tags_of(values), "metrics": objective})
             self.writer.write({"op": "end", "key": tags["search.key"], "status": status,
-                               "end_time": now_ms()})
+                               "end_time": now_ms(),
+                               "name": trial_run_name(int(number), tags.get(TAG_TUNE_ID, ""),
+                                                      state)})
             done += 1
         return done
 
@@ -327,12 +363,15 @@ class SearchTracker:
                         rec.number, err)
 
     # ------------------------------------------------------------------------------ stages
-    def start_child(self, name: str, tags: Mapping[str, Any] | None = None) -> str | None:
-        """A child run of the search for a later stage (finetune, distillation, ...); its id,
-        or None while the backend is unreachable (the writes are spooled all the same)."""
+    def start_child(self, name: str, tags: Mapping[str, Any] | None = None,
+                    parent: str = PARENT) -> str | None:
+        """A child run of the search (or of the run with key `parent`) for a later stage
+        (finetune, distillation, ...); its id, or None while the backend is unreachable (the
+        writes are spooled all the same)."""
         return self.writer.write({"op": "run", "key": stage_key(name), "name": name,
-                                  "parent": PARENT,
-                                  "tags": tags_of({"search.stage": name, **(tags or {})}),
+                                  "parent": parent,
+                                  "tags": tags_of({"search.stage": name, TAG_KIND: STAGE,
+                                                   **(tags or {})}),
                                   "start_time": now_ms()})
 
     def log_metrics(self, name: str, metrics: Mapping[str, Any], step: int = 0) -> None:

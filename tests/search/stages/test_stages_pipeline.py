@@ -134,10 +134,16 @@ def test_every_stage_is_a_child_of_the_search_in_mlflow(searched):
     ours = [r for r in runs if r.data.tags.get("search.id") == parent[0].data.tags["search.id"]]
     stages = {r.data.tags["search.stage"]: r for r in ours if "search.stage" in r.data.tags}
     assert sorted(stages) == sorted(STAGES)
+    # apart from the trials: under one `stages` run of the search, ended with the pipeline
+    [group] = [r for r in ours if r.data.tags.get("search.kind") == "stages"]
+    assert group.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+    assert group.info.run_name == "stages" and group.info.status == "FINISHED"
+    # the figures under the trials' names (num_params, not params)
+    logged = {"num_params" if k == "params" else k for k in FIGURES}
     for name, run in stages.items():
-        assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert run.data.tags["mlflow.parentRunId"] == group.info.run_id
         assert run.info.status == "FINISHED" and run.data.tags["search.state"] == "COMPLETE"
-        assert set(run.data.metrics) >= FIGURES
+        assert set(run.data.metrics) >= logged
         if name != "best":
             files = {f.path for f in client.list_artifacts(run.info.run_id, "stage")}
             assert files == {"stage/model.pt", "stage/result.json"}
@@ -151,6 +157,10 @@ def test_every_stage_is_a_child_of_the_search_in_mlflow(searched):
     assert [m.step for m in curve] == [1]
     version = client.get_model_version_by_alias("stagetoy-model", "candidate")
     assert version.run_id == stages["quantize"].info.run_id
+    assert version.tags["source"] == "stage 3-quantize"
+    assert version.tags["search.stage_kind"] == "int8_dynamic"
+    assert float(version.tags["test_accuracy"]) == pytest.approx(
+        stages["quantize"].data.metrics["test_accuracy"], rel=1e-5)
     best = client.get_model_version_by_alias("stagetoy-model", "best")  # the search's own
     assert best.version != version.version
 

@@ -50,6 +50,13 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
     assert tags["mlflow.runName"] == f"{space.name} {unique}"
     exp = client.get_experiment(parent.info.experiment_id)
     assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    # MLflow 3 opens a "custom_model_development" experiment on its runs, not on GenAI traces;
+    # the objective is its primary metric; its description says how the runs are laid out
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.experiment.primaryMetric.name"] == "val_accuracy"
+    assert exp.tags["mlflow.experiment.primaryMetric.greaterIsBetter"] == "true"
+    assert "trial-NNN" in exp.tags["mlflow.note.content"]
+    assert tags["search.kind"] == "search"
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"space.yaml", "space_file"} <= names
     text = Path(client.download_artifacts(parent.info.run_id, "space.yaml",
@@ -59,6 +66,25 @@ def test_make_tracking_records_a_real_space(tmp_path, sqlite_uri, unique):
     again = make_tracking(space, output_dir=tmp_path, run_id=unique, space_path=path,
                           resume=True)
     assert again.tracker.parent_id == cb.tracker.parent_id
+
+
+def test_an_older_experiment_gets_the_kind_but_keeps_a_users_tags(tmp_path, sqlite_uri,
+                                                                   unique):
+    """An experiment made before (by MLflow, a user or an older version) is marked as model
+    training when it says nothing; what a user set stays."""
+    from mlflow import MlflowClient
+
+    from search.tracking.runs import Book
+
+    client = MlflowClient(sqlite_uri)
+    exp_id = client.create_experiment(unique, tags={"mlflow.note.content": "mine"})
+    book = Book(sqlite_uri, unique, None, "s1",
+                experiment_tags={"mlflow.experimentKind": "custom_model_development",
+                                 "mlflow.note.content": "ours"})
+    assert book.experiment_id == exp_id
+    tags = client.get_experiment(exp_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "mine"
 
 
 def test_tracking_disabled_gives_no_callback(tmp_path):
@@ -109,6 +135,35 @@ def test_registry_rebuilds_a_trainer_checkpoint(tmp_path, sqlite_uri):
     with torch.no_grad():
         accuracy = float((model(test.x).argmax(1) == test.y).float().mean())
     assert accuracy == pytest.approx(result.test_accuracy, abs=1e-6)
+
+
+def test_a_fallback_leaves_one_named_logged_model(tmp_path, sqlite_uri):
+    """Registering a model torch.export cannot trace: the pt2 attempt leaves no "Failed"
+    logged model behind, the one kept is named for what it is and carries its figures."""
+    from search.tracking.registry import apply_model_op
+    from search.tracking.runs import Book
+
+    book = Book(sqlite_uri, "registry", (tmp_path / "art").as_uri(), "s3")
+    run_id = book.ensure("trial/t", "trial-004", {}, None)
+    op = {"op": "model", "key": "trial/t", "checkpoint": str(tmp_path / "none.pt"),
+          "name": "branchy", "alias": "best", "loader": "tracking_helpers:load_branchy",
+          "model_name": "trial-004", "source": "trial 4", "about": "Trial 4 of a test",
+          "figures": {"val_accuracy": 0.5, "test_accuracy": 0.25},
+          "tags": {"search.trial_number": 4}}
+    version = apply_model_op(book, op)
+    models = list(book.client.search_logged_models([book.experiment_id]))
+    assert [(m.name, str(m.status)) for m in models] == [("trial-004", "READY")]
+    mv = book.client.get_model_version("branchy", version)
+    assert mv.source == f"models:/{models[0].model_id}" and mv.run_id == run_id
+    assert mv.tags["serialization_format"] == "pickle" and mv.tags["source"] == "trial 4"
+    assert mv.tags["val_accuracy"] == "0.5" and mv.tags["search.trial_number"] == "4"
+    assert int(mv.tags["num_params"]) == 650 and int(mv.tags["size_bytes"]) > 650 * 4
+    assert float(mv.tags["latency_ms_b1"]) > 0
+    assert mv.description.startswith("Trial 4 of a test. Alias `best`: the search's best")
+    assert "650 parameters" in mv.description and "Serialised as pickle" in mv.description
+    model = book.client.get_registered_model("branchy")
+    assert "`best`" in model.description and "`candidate`" in model.description
+    assert set(model.tags) >= {"alias.best", "alias.candidate"}
 
 
 def test_registry_falls_back_to_pickle_when_export_fails(tmp_path, sqlite_uri):

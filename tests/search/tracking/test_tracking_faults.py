@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from ray.tune import Callback
 
+from search.tracking.names import curve_key
+
 pytestmark = pytest.mark.slow
 
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "grad_norm", "epoch_time",
@@ -91,17 +93,17 @@ def _assert_complete_record(uri: str, cb, epochs: int) -> dict:
         assert child.data.tags["search.state"] == "COMPLETE"
         assert child.info.status == "FINISHED"
         steps = {k: [m.step for m in client.get_metric_history(child.info.run_id, k)]
-                 for k in (*EPOCH_METRICS, "test_accuracy")}
-        for key in EPOCH_METRICS:
+                 for k in (*map(curve_key, EPOCH_METRICS), "test_accuracy", "val_accuracy")}
+        for key in map(curve_key, EPOCH_METRICS):
             assert steps[key] == list(range(1, epochs + 1)), (key, steps[key])
-        assert steps["test_accuracy"] == [epochs]
+        assert steps["test_accuracy"] == steps["val_accuracy"] == [0]  # one value each
         histories[child.info.run_id] = steps
     names = {a.path for a in client.list_artifacts(parent_id)}
     assert {"summary.csv", "plots"} <= names
     versions = client.search_model_versions(f"name = '{cb.settings.register_as}'")
     assert len(versions) == 1
     best = client.get_model_version_by_alias(cb.settings.register_as, "best")
-    best_child = max(children, key=lambda c: (c.data.metrics["final_val_accuracy"]))
+    best_child = max(children, key=lambda c: (c.data.metrics["val_accuracy"]))
     assert best.run_id == best_child.info.run_id
     kept = [c for c in children
             if any(a.path == "checkpoint" for a in client.list_artifacts(c.info.run_id))]

@@ -67,7 +67,8 @@ def read_back(uri: str, search_id: str = "s1") -> dict:
                    for k in run.data.metrics}
         artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
         out[key] = {"tags": run.data.tags, "params": run.data.params, "history": history,
-                    "artifacts": artifacts, "status": run.info.status, "id": run.info.run_id}
+                    "artifacts": artifacts, "status": run.info.status, "id": run.info.run_id,
+                    "name": run.info.run_name}
     return out
 
 
@@ -80,8 +81,19 @@ def check_played(record: dict) -> None:
                                                                 "COMPLETE", "FAILED"]
     assert b["tags"]["search.reason"] == "stopped by the scheduler after epoch 1 of 3"
     assert d["tags"]["search.reason"] == "RuntimeError: boom" and d["status"] == "FAILED"
-    assert a["history"]["val_accuracy"] == [(1, 0.5), (2, 0.6), (3, 0.7)]
-    assert set(a["history"]) == {"epoch", "val_accuracy", "train_loss"}  # no Tune keys
+    # the state in the name: pruned and complete trials no longer look the same
+    assert [x["name"] for x in (a, b, c, d)] == ["trial-a (complete)", "trial-b (pruned)",
+                                                 "trial-c (complete)", "trial-d (failed)"]
+    assert [x["status"] for x in (a, b, c, d)] == ["FINISHED", "FINISHED", "FINISHED",
+                                                   "FAILED"]
+    # per-epoch values as curves (the epoch is the step, not a metric), the objective once
+    assert a["history"]["epoch/val_accuracy"] == [(1, 0.5), (2, 0.6), (3, 0.7)]
+    assert set(a["history"]) == {"epoch/val_accuracy", "epoch/train_loss", "val_accuracy"}
+    assert a["history"]["val_accuracy"] == [(0, 0.7)]
+    assert b["history"]["val_accuracy"] == [(0, 0.2)]  # pruned: its last reported value
+    assert "val_accuracy" not in d["history"]  # failed: no objective
+    assert {x["tags"]["search.kind"] for x in (a, b, c, d)} == {"trial"}
+    assert record["parent"]["tags"]["search.kind"] == "search"
     assert a["params"] == {"optimizer.lr": "0.01", "model.width": "8"}
     assert "checkpoint" in c["artifacts"] and "checkpoint" not in a["artifacts"]
     assert a["tags"]["search.checkpoint"] == "deleted"
@@ -171,7 +183,8 @@ def test_a_resumed_trial_keeps_one_value_per_epoch(tmp_path, sqlite_uri):
     again.trial_ended("t")
     record = read_back(uri)
     assert set(record) == {"parent", "trial/t"}
-    assert record["trial/t"]["history"]["val_accuracy"] == [(1, 0.1), (2, 0.2), (3, 0.8)]
+    assert record["trial/t"]["history"]["epoch/val_accuracy"] == [(1, 0.1), (2, 0.2),
+                                                                  (3, 0.8)]
     assert record["parent"]["status"] == "RUNNING"
 
 

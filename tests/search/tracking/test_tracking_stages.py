@@ -15,6 +15,8 @@ from search.tracking.tracker import SearchTracker
 
 FIGURES = {"test_accuracy": 0.9, "val_accuracy": 0.91, "params": 610.0, "size_bytes": 4800.0,
            "latency_ms_b1": 0.05, "latency_ms_b64": 0.2, "throughput_b64": 3.2e5}
+# in MLflow under the trials' names: a stage's parameter count shares the trials' column
+LOGGED = {("num_params" if k == "params" else k): v for k, v in FIGURES.items()}
 
 
 def tracked_search(tmp_path: Path, uri: str, name: str) -> str:
@@ -53,27 +55,43 @@ def test_no_tracked_search_no_stage_log(tmp_path):
 
 
 def test_stage_children_of_the_parent(tmp_path, sqlite_uri, unique):
+    """Stage runs sit apart from the trials, under one `stages` run of the search; their
+    curves and figures have the trials' names, so that both share charts and columns."""
     parent = tracked_search(tmp_path, sqlite_uri, unique)
     log = StageLog.open(tmp_path, "run-1")  # a later process: reattached by the saved settings
     assert log is not None and not log.writer.down
     run_id = log.start("1-finetune", {"stage": "finetune", "epochs": 2}, 1, {"epochs": 2})
-    for epoch in (1, 2):
-        log.curve("1-finetune", epoch, {"val_accuracy": 0.5 + epoch / 10})
+    for epoch in (1, 2):  # trainers.fit's per-epoch report, as the pipeline forwards it
+        log.curve("1-finetune", epoch, {"val_accuracy": 0.5 + epoch / 10, "train_loss": 1.0,
+                                        "lr": 0.01, "batch_size": 64, "epoch_time": 0.5})
     log.finish("1-finetune", FIGURES, [])
-    failed = log.start("2-distill", {"stage": "distill"}, 2, {"epochs": 1})
-    log.fail("2-distill", "RuntimeError: out of luck")
+    log.done()
     client = MlflowClient(sqlite_uri)
     run = client.get_run(run_id)
-    assert run.data.tags["mlflow.parentRunId"] == parent
-    assert run.data.tags["search.stage"] == "finetune"
+    group = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert group.info.run_name == "stages" and group.data.tags["search.kind"] == "stages"
+    assert group.data.tags["mlflow.parentRunId"] == parent
+    assert group.info.status == "FINISHED"
+    assert run.data.tags["search.stage"] == "finetune" and run.data.tags["search.kind"] == \
+        "stage"
     assert run.data.tags["search.stage_index"] == "1"
     assert run.info.run_name == "1-finetune" and run.info.status == "FINISHED"
     assert run.data.params == {"epochs": "2"} and run.data.metrics == {
-        **FIGURES, "epoch/val_accuracy": 0.7}
+        **LOGGED, "epoch/val_accuracy": 0.7, "epoch/train_loss": 1.0, "training/lr": 0.01,
+        "training/epoch_time": 0.5}  # the batch size is a constant, not a metric
     assert [m.step for m in client.get_metric_history(run_id, "epoch/val_accuracy")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "num_params")] == [0]
+
+    # a later pipeline reopens the group; a failed stage fails it
+    again = StageLog.open(tmp_path, "run-1")
+    failed = again.start("2-distill", {"stage": "distill"}, 2, {"epochs": 1})
+    assert client.get_run(group.info.run_id).info.status == "RUNNING"
+    again.fail("2-distill", "RuntimeError: out of luck")
     bad = client.get_run(failed)
     assert bad.info.status == "FAILED" and bad.data.tags["search.reason"] == \
         "RuntimeError: out of luck"
+    assert bad.data.tags["mlflow.parentRunId"] == group.info.run_id
+    assert client.get_run(group.info.run_id).info.status == "FAILED"
 
 
 def test_backend_down_spools_stages_and_sync_replays_them(tmp_path, sqlite_uri, unique, capfd):
@@ -86,8 +104,13 @@ def test_backend_down_spools_stages_and_sync_replays_them(tmp_path, sqlite_uri, 
     assert log.writer.down
     assert log.start("1-quantize", {"stage": "quantize"}, 1, {"mode": "int8_dynamic"}) is None
     log.finish("1-quantize", FIGURES, [model])
-    assert log.register("1-quantize", model) is None
-    assert log.spooled == 7  # run, params, metrics, artifact, state tag, end, the model
+    result = {"stage": {"stage": "quantize", "mode": "int8_static"}, "kind": "int8_static",
+              "figures": FIGURES, "source_trial": 3}
+    assert log.register("1-quantize", model, result) is None
+    log.done()
+    # the stages run, the stage run, params, metrics, artifact, state tag, end, the model, the
+    # end of the stages run
+    assert log.spooled == 9
     client = MlflowClient(sqlite_uri, registry_uri=sqlite_uri)
     assert not [r for r in client.search_runs([client.get_experiment_by_name(unique)
                                                .experiment_id])
@@ -95,20 +118,33 @@ def test_backend_down_spools_stages_and_sync_replays_them(tmp_path, sqlite_uri, 
 
     capfd.readouterr()
     [(_, applied, left)] = sync(tmp_path, tracking_uri=sqlite_uri)  # `search sync`
-    assert left == 0 and applied == 7
+    assert left == 0 and applied == 9
     # the formats tried before torchscript fail quietly (MLflow warned of each, with a
     # traceback-like message, in earlier versions of this code)
     assert "Failed to validate" not in "".join(capfd.readouterr())
-    [child] = [r for r in client.search_runs([client.get_experiment_by_name(unique)
-                                              .experiment_id]) if "search.stage" in r.data.tags]
-    assert child.data.tags["mlflow.parentRunId"] == parent
-    assert child.data.metrics == FIGURES and child.info.status == "FINISHED"
+    exp_id = client.get_experiment_by_name(unique).experiment_id
+    [child] = [r for r in client.search_runs([exp_id]) if "search.stage" in r.data.tags]
+    group = client.get_run(child.data.tags["mlflow.parentRunId"])
+    assert group.data.tags["mlflow.parentRunId"] == parent and group.info.status == "FINISHED"
+    assert child.data.metrics == LOGGED and child.info.status == "FINISHED"
     assert [f.path for f in client.list_artifacts(child.info.run_id, "stage")] == \
         ["stage/model.pt"]
     version = client.get_model_version_by_alias(unique, "candidate")
     assert version.run_id == child.info.run_id
-    # int8 static modules neither export nor unpickle: a traced copy is what loads back
+    # int8 static modules neither export nor unpickle: a traced copy is what loads back;
+    # the formats tried before left no logged model ("Failed" or unused) behind
     assert version.tags["serialization_format"] == "torchscript"
+    assert [(m.name, str(m.status)) for m in client.search_logged_models([exp_id])] == \
+        [("quantized", "READY")]
+    # the version carries the stage's figures, its source and a description saying so
+    assert {k: float(version.tags[k]) for k in LOGGED} == LOGGED
+    assert version.tags["source"] == "stage 1-quantize"
+    assert version.tags["search.stage"] == "quantize" and version.tags["search.source_trial"] \
+        == "3"
+    assert version.description.startswith(f"Stage 1-quantize (int8_static) of the search "
+                                          f"{unique} run-1, from trial 3. Alias `candidate`")
+    assert "4.7 KiB of weights (4800 bytes)" in version.description
+    assert "trial run" not in version.description
     import mlflow.pytorch
     import torch
 

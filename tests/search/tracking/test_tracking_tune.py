@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from search.tracking.names import curve_key
+
 pytestmark = pytest.mark.slow
 
 # Deterministic trials, run one at a time so ASHA's decisions are fixed: the first two
@@ -183,7 +185,8 @@ def test_every_epoch_is_logged_once(view, searched):
         assert not [k for k in child.data.metrics if k.startswith("config")
                     or k in ("training_iteration", "time_total_s", "done")]
         for key in EPOCH_METRICS:
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            steps = [m.step for m in client.get_metric_history(child.info.run_id,
+                                                                curve_key(key))]
             assert steps == list(range(1, epochs + 1)), (key, steps)
         if child.data.tags["search.state"] == "COMPLETE":
             assert epochs == EPOCHS
@@ -231,8 +234,9 @@ def test_parent_artifacts(view, searched):
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"summary.csv", "best_config.yaml", "plots"} <= names
     plots = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
-    assert {"optimization_history.png", "parallel_coordinate.png", "param_importances.png",
-            "learning_curves.png"} <= plots
+    # parallel coordinates only in the interactive page (as a PNG its axes overlap)
+    assert plots == {"optimization_history.png", "param_importances.png",
+                     "learning_curves.png", "plots.html"}
     dest = searched["tmp"] / f"download-{run_id}"
     dest.mkdir()
     folder = Path(client.download_artifacts(run_id, "", str(dest)))
@@ -262,3 +266,112 @@ def test_registered_model_reproduces_the_logged_test_accuracy(view, searched):
     test = digits_splits()["test"]  # built here, as any user of the model would
     assert accuracy(model, test) == pytest.approx(best_child.data.metrics["test_accuracy"],
                                                   abs=1e-9)
+
+
+def test_trial_runs_say_how_they_ended(view, searched):
+    """Pruned and complete trials no longer look the same in the runs table: the state is in
+    the run's name (and the run's status says FAILED for a failed one)."""
+    client, exp, parent, children, cb, run_of = view
+    word = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+    names = {}
+    for child in children:
+        trial = searched["study"].trials[int(child.data.tags["optuna.trial_number"])]
+        names[trial.number] = child.info.run_name
+        assert child.info.run_name == f"trial-{trial.number:03d} ({word[trial.state.name]})"
+        assert child.data.tags["search.kind"] == "trial"
+    assert names == {0: "trial-000 (complete)", 1: "trial-001 (complete)",
+                     2: "trial-002 (failed)", 3: "trial-003 (pruned)", 4: "trial-004 (pruned)",
+                     5: "trial-005 (complete)"}
+    assert parent.data.tags["search.kind"] == "search"
+
+
+def test_the_objective_is_one_value_per_trial(view, searched):
+    """`val_accuracy` of a trial run is the value the study got (the selected epoch's; a
+    pruned trial's last reported one), logged once; its per-epoch curve is
+    `epoch/val_accuracy`."""
+    client, exp, parent, children, cb, run_of = view
+    for child in children:
+        trial = searched["study"].trials[int(child.data.tags["optuna.trial_number"])]
+        history = [(m.step, m.value) for m in client.get_metric_history(child.info.run_id,
+                                                                          "val_accuracy")]
+        if trial.state.name == "FAIL":
+            assert history == []
+            continue
+        assert history == [(0, pytest.approx(trial.value))], trial.number
+        curve = client.get_metric_history(child.info.run_id, "epoch/val_accuracy")
+        if trial.state.name == "COMPLETE":
+            assert trial.value == pytest.approx(max(m.value for m in curve))
+        else:
+            assert trial.value == pytest.approx(curve[-1].value)
+
+
+def test_only_per_epoch_values_are_curves(view, searched):
+    """A metric with a `/` is a curve with one value per epoch; a plain one has one value,
+    at step 0; the epoch number and other constants are no metrics."""
+    client, exp, parent, children, cb, run_of = view
+    for child in children:
+        epochs = max(m.step for m in client.get_metric_history(child.info.run_id,
+                                                                "epoch/val_accuracy"))
+        assert not {"epoch", "batch_size", "final_val_accuracy"} & set(child.data.metrics)
+        for key in child.data.metrics:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == (list(range(1, epochs + 1)) if "/" in key else [0]), (key, steps)
+        if child.data.tags["search.state"] == "COMPLETE":
+            assert {"val_accuracy", "test_accuracy", "selected_epoch"} <= \
+                set(child.data.metrics)
+
+
+def mlflow_chart_sections(keys) -> list[tuple[str, list[str]]]:
+    """How MLflow 3.17's UI lays out the charts of runs (RunsChartsCardConfig.
+    getBaseChartAndSectionConfigs in its bundle): one section per key prefix before the last
+    "/", those sorted first, then "Model metrics" (no prefix) and "System metrics"
+    (`system/`); charts sorted by key within."""
+    sections: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        prefix = "/".join(key.split("/")[:-1])
+        name = "Model metrics" if prefix == "" else "System metrics" if prefix == "system" \
+            else prefix
+        sections.setdefault(name, []).append(key.split("/")[-1])
+    order = sorted(k for k in sections if k not in ("Model metrics", "System metrics")) + \
+        [k for k in ("Model metrics", "System metrics") if k in sections]
+    return [(name, sections[name]) for name in order]
+
+
+def test_a_trials_charts_open_on_its_learning_curves(view, searched):
+    """The trial's chart page starts with the learning curves (val_accuracy among the first
+    three charts, not 14th of 15), the training diagnostics next, one-value figures last."""
+    client, exp, parent, children, cb, run_of = view
+    best = client.get_run(run_of(searched["study"].best_trial))
+    sections = mlflow_chart_sections(best.data.metrics)
+    assert [name for name, _ in sections] == ["epoch", "training", "Model metrics"]
+    assert sections[0][1] == ["train_loss", "val_accuracy", "val_loss"]
+    assert sections[1][1] == ["epoch_time", "grad_norm", "lr", "samples_per_sec"]
+    assert "val_accuracy" in sections[2][1] and "test_accuracy" in sections[2][1]
+
+
+def test_the_best_version_carries_its_figures(view, searched):
+    """The registered version says what it is: its figures and source as tags, a
+    description; the registered model explains its aliases; the one logged model is named for
+    its trial and is the version's (no failed or unused ones)."""
+    client, exp, parent, children, cb, run_of = view
+    study, name = searched["study"], cb.settings.register_as
+    version = client.get_model_version_by_alias(name, "best")
+    best = client.get_run(version.run_id)
+    number = study.best_trial.number
+    tags = version.tags
+    assert float(tags["val_accuracy"]) == pytest.approx(study.best_value, rel=1e-5)
+    assert float(tags["test_accuracy"]) == pytest.approx(best.data.metrics["test_accuracy"],
+                                                         rel=1e-5)
+    assert int(tags["num_params"]) == 64 * 64 + 64 + 64 * 10 + 10  # TinyNet(64)
+    assert int(tags["size_bytes"]) > 4 * int(tags["num_params"])
+    assert 0 < float(tags["latency_ms_b1"]) < 1000
+    assert tags["source"] == f"trial {number}" and tags["search.trial_number"] == str(number)
+    assert version.description.startswith(f"Trial {number} of the search ")
+    assert "Alias `best`: the search's best trial" in version.description
+    assert f"{int(tags['num_params']):,} parameters" in version.description
+    model = client.get_registered_model(name)
+    assert "`best`" in model.description and "`candidate`" in model.description
+    assert model.tags["alias.candidate"].startswith("the model after the last post-search")
+    logged = list(client.search_logged_models([exp.experiment_id]))
+    assert [(m.name, str(m.status)) for m in logged] == [(f"trial-{number:03d}", "READY")]
+    assert version.source == f"models:/{logged[0].model_id}"

@@ -209,3 +209,9 @@ class Branchy(nn.Module):
         if float(x.sum()) > 0:
             return self.linear(x)
         return -self.linear(x)
+
+
+def load_branchy(path: str):
+    """A registry loader for Branchy (no checkpoint: the model is made fresh)."""
+    torch.manual_seed(0)
+    return Branchy().eval(), torch.randn(2, 64), {"dataset": "random"}
