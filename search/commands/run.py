@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     local_token(args.address)  # before Ray is imported
     import optuna
 
-    from search.runner import run_search
+    from search.summary import opening
     from spaces import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if args.retries < 0:
         from search.errors import UserError
         raise UserError(f"--retries: must be >= 0, got {args.retries}")
+    # the first lines, within seconds: before Ray (search.runner imports it) and MLflow start
+    print(opening(space, output=args.output, storage=args.storage,
+                  tracking_uri=args.tracking_uri, cpus=args.cpus, address=args.address),
+          flush=True)
+    from search.runner import run_search
+
     options = options_from(args, storage=args.storage, new=args.new, retries=args.retries,
                            fit=args.fit, tracking_uri=args.tracking_uri,
                            warm_start=args.warm_start)

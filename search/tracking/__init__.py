@@ -11,12 +11,18 @@ stage: `callback.start_child(name)`). See docs/DESIGN.md ("Tracking").
 """
 from __future__ import annotations
 
-from .backend import resolve_uri
-from .callback import TrackingCallback
-from .factory import make_tracking, sync
-from .report import FinishReport
-from .settings import Settings
-from .tracker import SearchTracker
+import importlib
 
-__all__ = ["FinishReport", "SearchTracker", "Settings", "TrackingCallback", "make_tracking",
-           "resolve_uri", "sync"]
+# Loaded on first use: `search run` reads the backend's URI (backend.py) for its first line,
+# before Ray (which callback.py imports) starts.
+_HOMES = {"FinishReport": "report", "SearchTracker": "tracker", "Settings": "settings",
+          "TrackingCallback": "callback", "make_tracking": "factory", "resolve_uri": "backend",
+          "sync": "factory"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

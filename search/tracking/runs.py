@@ -123,8 +123,11 @@ class Book:
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
             try:
-                return self.client.create_experiment(self.experiment,
-                                                     artifact_location=self.artifact_location)
+                # the kind makes MLflow 3's UI open the experiment on its runs (model
+                # training), not on the GenAI overview
+                return self.client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_location,
+                    tags={"mlflow.experimentKind": "custom_model_development"})
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another search made it first
                     raise
