@@ -34,6 +34,10 @@ QUIET_ENV = {
     # Tune's TensorBoard logger imports torch on the driver: 3 s before the first trial. The
     # runner adds Tune's CSV and JSON loggers itself (progress.csv, result.json per trial).
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Reusing an actor waits this long for the last trial's thread to end, then errors the
+    # next trial ("Trainable runner reuse requires reset_config()"): 2 s by default, which a
+    # loaded machine overruns while a trial writes its final files.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
 }
 OBJECT_STORE_BYTES = 512 * 1024 ** 2  # results and checkpoints do not pass through it
 
