@@ -6,6 +6,7 @@ import math
 from typing import Any, Sequence
 
 from search import study as studies
+from search.errors import UserError
 from search.plan import Objective
 
 

@@ -22,7 +22,10 @@ NAME = "ui"
 HELP = "start the MLflow UI on a search's tracking backend and print links to its runs"
 START_TIMEOUT = 120.0
 PORT = 5000
-# MLflow 3's experiment page opens on the view its kind names; without one it guesses GenAI
+# MLflow 3's UI opens on its GenAI views (traces, tokens) unless a link asks for the model-
+# training ones (the query is kept by the UI as the user's choice); an experiment's kind tag
+# says what it holds.
+ML_VIEW = "?workflowType=machine_learning"
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -49,7 +52,8 @@ def server_command(artifacts: str, host: str, port: int) -> list[str]:
     """`mlflow server`; its backend comes by the environment (`server_env`), so that a
     password in it is not on a command line that `ps` shows."""
     return [sys.executable, "-m", "mlflow", "server", "--default-artifact-root", artifacts,
-            "--host", host, "--port", str(port), "--workers", "1"]
+            "--host", host, "--port", str(port), "--workers", "1",
+            "--uvicorn-opts", "--no-access-log"]  # no line per request the browser makes
 
 
 def server_env(uri: str) -> dict[str, str]:
@@ -72,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     for note in target.notes:
         print(note, flush=True)
     if is_http(target.uri):  # already a server: its UI is right there
-        print(f"MLflow UI: {target.uri}")
-        print_links(links(target, target.uri.rstrip("/")))
+        found = links(target, target.uri.rstrip("/"))
+        print(f"MLflow UI: {found[0].url}")
+        print_links(found[1:])
         return 0
     probe(target.uri)  # a database that is down is said now, not after the server gives up
     check_port(args.host, args.port)
@@ -87,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
             if not wait_up(proc, url + "/health", START_TIMEOUT):
                 raise UserError(f"mlflow server on {redact(target.uri)} did not start (exit "
                                 f"code {proc.poll()}); its messages are above")
-            print(f"MLflow UI: {url}  (backend {redact(target.uri)}; Ctrl-C stops it)")
-            print_links(found)
+            print(f"MLflow UI: {found[0].url}")
+            print(f"  (the server: {url}, backend {redact(target.uri)}; Ctrl-C stops it)")
+            print_links(found[1:])
             if target.output is not None:
                 print(f"the study in optuna-dashboard: search dashboard --output "
                       f"{target.output}")
@@ -163,7 +169,7 @@ def links(target: Target, base: str) -> list[Link]:
     (a backend that does not answer, a search with no finished trial) is left out."""
     import logging
 
-    found = [Link("experiments", f"{base}/#/experiments")]
+    found = [Link("experiments", f"{base}/#/experiments{ML_VIEW}")]
     settings = target.settings
     if settings is None:
         return found
@@ -177,13 +183,13 @@ def links(target: Target, base: str) -> list[Link]:
         if not exp.tags.get(KIND_TAG):
             client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         runs = f"{base}/#/experiments/{exp.experiment_id}/runs"
-        found = [Link(f"runs of experiment {settings.experiment}", runs)]
+        found = [Link(f"runs of experiment {settings.experiment}", runs + ML_VIEW)]
         parent = parent_run(client, exp.experiment_id, settings)
         if parent:
-            found.append(Link(f"search run {settings.run_id}", f"{runs}/{parent}"))
+            found.append(Link(f"search run {settings.run_id}", f"{runs}/{parent}{ML_VIEW}"))
         best = best_trial_run(target.output)
         if best:
-            found.append(Link(f"best trial #{best[0]}", f"{runs}/{best[1]}"))
+            found.append(Link(f"best trial #{best[0]}", f"{runs}/{best[1]}{ML_VIEW}"))
         if settings.register_as:
             found += model_links(client, base, settings.register_as)
     except Exception as err:  # links are a convenience: the UI itself still starts
@@ -230,9 +236,10 @@ def model_links(client, base: str, name: str) -> list[Link]:
     from urllib.parse import quote
 
     home = f"{base}/#/models/{quote(name, safe='')}"
-    found = [Link(f"registered model {name}", home)]
+    found = [Link(f"registered model {name}", home + ML_VIEW)]
     for alias, version in sorted((model.aliases or {}).items()):
-        found.append(Link(f"  alias {alias}: version {version}", f"{home}/versions/{version}"))
+        found.append(Link(f"  alias {alias}: version {version}",
+                          f"{home}/versions/{version}{ML_VIEW}"))
     return found
 
 
