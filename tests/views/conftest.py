@@ -17,6 +17,9 @@ import pytest
 from views_helpers import HERE, NAME, SPACE, Served, env, serve
 
 
+RAY_SLOW_START = "The current node timed out during startup"
+
+
 @dataclass
 class Search:
     folder: Path          # the copy every test looks at (the original is deleted)
@@ -37,13 +40,18 @@ class Search:
 def searched(tmp_path_factory) -> Search:
     tmp = tmp_path_factory.mktemp("views")
     (tmp / "space.yaml").write_text(SPACE)
-    original, record = tmp / "searched", tmp / "first-write.json"
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(HERE / "_console_driver.py"), str(record), "run",
-         str(tmp / "space.yaml"), "--output", str(original), "--cpus", "2", "--plain"],
-        capture_output=True, text=True, env=env(), cwd=tmp, timeout=900)
-    seconds = time.monotonic() - started
+    for attempt in range(2):
+        original, record = tmp / f"searched-{attempt}", tmp / f"first-write-{attempt}.json"
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(HERE / "_console_driver.py"), str(record), "run",
+             str(tmp / "space.yaml"), "--output", str(original), "--cpus", "2", "--plain"],
+            capture_output=True, text=True, env=env(), cwd=tmp, timeout=900)
+        seconds = time.monotonic() - started
+        # Ray gives its raylet a fixed 30 s to register: a machine shared by many Ray
+        # clusters misses that now and then, which says nothing about what is tested here
+        if RAY_SLOW_START not in done.stderr:
+            break
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     folder = tmp / "moved-here"
     shutil.copytree(original, folder)

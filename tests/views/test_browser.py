@@ -25,7 +25,9 @@ import pytest
 
 from views_helpers import MODEL, NAME
 
-pytestmark = pytest.mark.slow
+# the first test here also waits for the session's search (tests/views/conftest.py): ~40 s on
+# a quiet machine, ten times that on a loaded one
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -211,8 +213,9 @@ def test_dashboard_shows_the_study_and_its_trials(browser, dashboard, searched, 
     study_url = dashboard.link(f"study {NAME}:")
     open_page(browser, study_url, f"{NAME} (id=", "History")
     shoot(browser, shots, "08-dashboard-study")
-    text = open_page(browser, study_url + "/trials", "Trials")
-    for trial in searched.study().trials:
+    trials = searched.study().trials
+    text = open_page(browser, study_url + "/trials", *(f"Trial {t.number}\n" for t in trials))
+    for trial in trials:
         line = f"Trial {trial.number}\n{trial.state.name.capitalize()}"
         assert line in text, (line, text[:1500])
     shoot(browser, shots, "09-dashboard-trials")

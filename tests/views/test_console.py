@@ -9,7 +9,9 @@ import pytest
 
 from views_helpers import NAME
 
-pytestmark = pytest.mark.slow
+# the first test here also waits for the session's search (tests/views/conftest.py): ~40 s on
+# a quiet machine, ten times that on a loaded one
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_the_first_lines_come_before_ray_and_mlflow_start(searched):

@@ -22,6 +22,7 @@ def get(url: str):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # it may be the first to wait for the session's search
 def test_dashboard_serves_the_study_of_the_copied_folder(dashboard, searched):
     base = f"http://127.0.0.1:{dashboard.port}"
     studies = {s["study_name"]: s for s in get(f"{base}/api/studies")["study_summaries"]}

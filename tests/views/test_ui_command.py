@@ -16,7 +16,9 @@ import pytest
 
 from views_helpers import MODEL, NAME, serve
 
-pytestmark = pytest.mark.slow
+# the first test here also waits for the session's search (tests/views/conftest.py): ~40 s on
+# a quiet machine, ten times that on a loaded one
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 ML_VIEW = "?workflowType=machine_learning"
 
 
