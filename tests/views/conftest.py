@@ -40,7 +40,7 @@ class Search:
 def searched(tmp_path_factory) -> Search:
     tmp = tmp_path_factory.mktemp("views")
     (tmp / "space.yaml").write_text(SPACE)
-    for attempt in range(2):
+    for attempt in range(3):
         original, record = tmp / f"searched-{attempt}", tmp / f"first-write-{attempt}.json"
         started = time.monotonic()
         done = subprocess.run(
