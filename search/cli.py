@@ -22,6 +22,7 @@ COMMANDS = [
     "search.commands.best",
     "search.commands.stages",
     "search.commands.ui",
+    "search.commands.dashboard",
     "search.commands.sync",
 ]
 

@@ -59,6 +59,8 @@ def quiet_environment() -> None:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # "Creating initial MLflow database tables..." and its like: not news to a user
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def local_token(address: str | None = None) -> None:

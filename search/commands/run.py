@@ -88,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
 
     space = load_space(Path(args.file), filename=args.file)  # a path, newline or not
     check_run(space, args)  # a refused run: one line in seconds, before Ray, Tune or MLflow
+    from search.lifecycle.summary import opening
+
+    # the first lines, within seconds: before Ray (search.lifecycle.runner imports it) and
+    # MLflow start
+    print(opening(space, output=args.output, storage=args.storage,
+                  tracking_uri=args.tracking_uri, cpus=args.cpus, address=args.address),
+          flush=True)
     import optuna
 
     from search.lifecycle.runner import run_search

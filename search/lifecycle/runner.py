@@ -220,6 +220,9 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     note = holding_note(space, max_t, started)
     if note and not resume:
         print(note, file=stream or sys.stdout)
+    print(f"Ray ready ({_shown_resources(cluster)}): up to "
+          f"{min(started, plan.budget.trials)} trials at a time", file=stream or sys.stdout,
+          flush=True)
     searcher, label, param_space, samples, callbacks = _how_to_search(
         space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
         run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))
@@ -240,7 +243,7 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
         callbacks.append(DiskBudget())
     callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
                                  plan.budget.time_limit, label, options.live, stream,
-                                 str(exp_dir), plan.objectives))
+                                 str(exp_dir), plan.objectives, epochs=max_t))
     tuner = tune.Tuner(
         make_trainable(space, plan), param_space=param_space,
         tune_config=tune.TuneConfig(
@@ -270,6 +273,11 @@ def trials_left(study, run_id: str, budget: int) -> int:
     orphans = sum(1 for t in trials if t.state == TrialState.RUNNING
                   and not t.user_attrs.get(studies.TUNE_TRIAL_ID))
     return max(1, orphans, budget - counted)
+
+
+def _shown_resources(cluster: dict) -> str:
+    cpus, gpus_ = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    return f"{cpus:g} CPUs" + (f", {gpus_:g} GPUs" if gpus_ else "")
 
 
 def _how_to_search(space: Any, plan: TrialPlan, uses_searcher: bool, **common):

@@ -198,11 +198,23 @@ def locate(target: str, output: str | None = None,
     runs = runs_of(out)
     given = storage or os.environ.get(studies.ENV_STORAGE)
     url = studies.storage_url(storage, out) if given or not runs \
-        else read_run_file(runs[-1])["storage_url"]
+        else own_storage(read_run_file(runs[-1])["storage_url"], out)
     if not runs and not given and not (out / "study.db").is_file():
         raise UserError(f"{target}: no search found in {out}; run `search run SPACE.yaml` "
                         "first, or give --output / --storage")
     return name, out, url
+
+
+def own_storage(url: str, output: Path) -> str:
+    """The study database of a run file, read from the output folder it is in now: a default
+    `study.db` recorded in another folder while this one holds its own means the folder was
+    copied or moved since the run (its own copy is the one to read)."""
+    if url.startswith("sqlite:///"):
+        recorded = Path(url[len("sqlite:///"):])
+        own = output / "study.db"
+        if recorded.name == own.name and recorded.parent != output and own.is_file():
+            return f"sqlite:///{own}"
+    return url
 
 
 def space_of_trial(output: Path, trial) -> Any:

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from search.studies import study as studies
 from search.lifecycle.plan import Objective
+from search.errors import UserError
 
 
 def _num(v: Any) -> str:
@@ -18,25 +19,64 @@ def _num(v: Any) -> str:
     return str(v)
 
 
-def trial_table(trials: Sequence, objectives: Sequence[Objective], limit: int = 5) -> str:
-    """The trials as an aligned table: number, state, objectives, test accuracy, params."""
-    head = ["#", "state", *(o.metric for o in objectives), "test_acc", "epochs", "params"]
-    rows = []
-    for t in list(trials)[:limit]:
-        values = list(t.values or [])
-        row = [str(t.number), t.state.name]
-        row += [_num(values[i]) if i < len(values) else "-" for i in range(len(objectives))]
-        attrs = t.user_attrs
-        row += [_num(attrs.get(studies.TEST_ACCURACY, "-")),
-                _num(attrs.get(studies.EPOCHS_RUN, attrs.get(studies.STOPPED_AT_EPOCH, "-"))),
-                ", ".join(f"{k.split('.')[-1] if len(k) > 24 else k}={_num(v)}"
-                          for k, v in t.params.items())]
-        rows.append(row)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+SIGNIFICANT = 4  # digits of a column's smallest value that a table shows
+MISSING = "-"
+
+
+def column_texts(values: Sequence[Any]) -> tuple[list[str], bool]:
+    """A table column: (its cells, whether they are numbers and right-aligned). Numbers share
+    one format: integers as they are; fractions with the same decimals (enough for
+    SIGNIFICANT digits of the smallest one), or all in scientific notation when they span too
+    many orders of magnitude for that; None as "-"."""
+    present = [v for v in values if v is not None]
+    numbers = bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                    for v in present)
+    if not numbers:
+        return [MISSING if v is None else _num(v) for v in values], False
+    finite = [abs(float(v)) for v in present if math.isfinite(float(v))]
+    if all(isinstance(v, int) for v in present):
+        fmt = "{:d}"
+    else:
+        small = min((v for v in finite if v > 0), default=1.0)
+        large = max(finite, default=1.0)
+        decimals = max(0, SIGNIFICANT - 1 - math.floor(math.log10(small)))
+        fmt = f"{{:.{decimals}f}}" if decimals <= 6 and large < 1e6 else \
+            f"{{:.{SIGNIFICANT - 1}e}}"
+    return [MISSING if v is None else fmt.format(v) if math.isfinite(float(v)) else str(v)
+            for v in values], True
+
+
+def aligned(head: Sequence[str], columns: Sequence[Sequence[Any]]) -> str:
+    """Rows of a table with its head: numbers right-aligned, one format per column."""
+    cells, right = zip(*(column_texts(c) for c in columns)) if columns else ((), ())
+    widths = [max([len(h), *(len(c) for c in col)]) for h, col in zip(head, cells)]
     lines = []
-    for r in [head, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    for i in range(-1, len(cells[0]) if cells else 0):
+        row = head if i < 0 else [col[i] for col in cells]
+        lines.append("  ".join(c.rjust(w) if r else c.ljust(w)
+                               for c, w, r in zip(row, widths, right)).rstrip())
     return "\n".join(lines)
+
+
+def trial_table(trials: Sequence, objectives: Sequence[Objective], limit: int = 5) -> str:
+    """The trials as an aligned table: number, state, objectives, test accuracy, epochs run,
+    then one column per parameter under its full name (as in the space and the study)."""
+    trials = list(trials)[:limit]
+    names: list[str] = []
+    for t in trials:
+        names += [k for k in t.params if k not in names]
+    head = ["#", "state", *(o.metric for o in objectives), studies.TEST_ACCURACY, "epochs",
+            *names]
+    columns: list[list[Any]] = [[t.number for t in trials], [t.state.name for t in trials]]
+    for i in range(len(objectives)):
+        columns.append([t.values[i] if t.values and i < len(t.values) else None
+                        for t in trials])
+    columns.append([t.user_attrs.get(studies.TEST_ACCURACY) for t in trials])
+    columns.append([t.user_attrs.get(studies.EPOCHS_RUN, t.user_attrs.get(
+        studies.STOPPED_AT_EPOCH)) for t in trials])
+    for name in names:
+        columns.append([t.params.get(name) for t in trials])
+    return aligned(head, columns)
 
 
 def run_summary(study, run_id: str, objectives: Sequence[Objective], limit: int = 5) -> str:
@@ -146,3 +186,46 @@ def best_checkpoint(trial) -> str | None:
         return None
     found = sorted(Path(folder).glob("checkpoint_*/best.pt"))
     return str(found[-1]) if found else None
+
+
+def opening(space: Any, *, output: str | None = None, storage: str | None = None,
+            tracking_uri: str | None = None, cpus: int | None = None,
+            address: str | None = None) -> str:
+    """What `search run` prints first, before Ray or MLflow start: the trials planned, how
+    many run at once, where the results go and the commands that watch them."""
+    import os
+
+    from search.lifecycle.plan import concurrency
+    from search.lifecycle.runs import output_dir
+
+    budget, res = space.budget, space.resources
+    folder = output_dir(space.name, output)
+    each = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "") + " each"
+    if address or os.environ.get("RAY_ADDRESS") or res.gpu:
+        cap = f"up to {min(res.max_concurrent, budget.trials)}" if res.max_concurrent else \
+            "as many as the cluster holds"
+        at_once = f"{cap} at a time ({each})"
+    else:
+        try:
+            slots = concurrency(res, {"CPU": float(cpus or os.cpu_count() or 1)})
+        except UserError:  # said with its reason once Ray is up
+            slots = 1
+        at_once = f"up to {min(slots, budget.trials)} at a time ({each}, " \
+                  f"{cpus or os.cpu_count()} CPUs here)"
+    objective = ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
+    lines = [f"search {space.name}: {budget.trials} trials of at most "
+             f"{budget.max_epochs} epochs, {at_once}, for {objective}; results in "
+             f"{folder}"]
+    where = [f"study {studies.shown(studies.storage_url(storage, folder))}"]
+    tracked = space.tracking.enabled
+    if tracked:
+        from search.tracking.backend import redact, resolve_uri
+
+        space_uri = space.tracking.uri
+        where.append(f"MLflow {redact(resolve_uri(tracking_uri, space_uri, folder))}")
+    lines.append("  " + ", ".join(where))
+    name = space.name if output is None else f"--output {folder}"
+    watch = [f"search status {name}"] + ([f"search ui {name}"] if tracked else []) + \
+        [f"search dashboard {name}"]
+    lines.append("  watch it with: " + " | ".join(watch))
+    return "\n".join(lines)

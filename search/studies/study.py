@@ -4,7 +4,7 @@ One study per space name, in an RDB (SQLite file `<output>/study.db` by default,
 clusters). Only the driver writes to it. Every trial carries user attributes that tie it to Ray
 Tune: `tune_trial_id`, `run_id` (the Tune experiment folder), and after it ends `fail_reason`,
 `test_accuracy`, `num_params`, `selected_epoch`, `trial_dir`. Browse a study with
-`optuna-dashboard sqlite:///<output>/study.db` (pip install optuna-dashboard).
+`search dashboard NAME` (optuna-dashboard).
 """
 from __future__ import annotations
 

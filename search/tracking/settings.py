@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from search.errors import UserError
@@ -62,9 +62,30 @@ class Settings:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Settings:
+        """The settings saved in `folder` (<output>/tracking/<run id>), for the output folder
+        it is in now (see `at`)."""
         data = json.loads((Path(folder) / SETTINGS_FILE).read_text())
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        settings = cls(**{k: v for k, v in data.items() if k in known})
+        return settings.at(Path(folder).absolute().parent.parent)
+
+    def at(self, output: Path) -> Settings:
+        """These settings for the search's folder now at `output`: a copied or moved folder
+        keeps using its own default database and artifacts (paths recorded inside the old
+        folder are read relative to it); a database or server elsewhere stays as recorded."""
+        old = Path(self.output_dir)
+        if old == output:
+            return self
+
+        def rebase(text: str | None) -> str | None:
+            for head, new in ((f"sqlite:///{old}/", f"sqlite:///{output}/"),
+                              (old.as_uri() + "/", output.as_uri() + "/")):
+                if text and text.startswith(head):
+                    return new + text[len(head):]
+            return text
+
+        return replace(self, output_dir=str(output), uri=rebase(self.uri),
+                       artifact_location=rebase(self.artifact_location))
 
 
 def saved_runs(output_dir: str | os.PathLike) -> list[Settings]:

@@ -1,8 +1,11 @@
 """What a run shows while it runs: a live status line on a terminal, plain log lines otherwise.
 
 A Tune Callback of our own (Tune's reporters are switched off): it counts trials by how they
-ended, keeps the best finished value of the first objective, and estimates the time left. Ray's
-own output is silenced by the runner; a failed trial's one-line reason is printed here.
+ended, keeps the best finished value of the first objective, and estimates the time left from
+epochs (those run against those left, at the rate epochs have been running), not from finished
+trials, which says nothing until the first trial ends. Off a terminal, a heartbeat line says
+what the running trials are at when nothing else was printed for a while. Ray's own output is
+silenced by the runner; a failed trial's one-line reason is printed here.
 """
 from __future__ import annotations
 
@@ -32,6 +35,28 @@ def outcome(trial, ended: bool = False, objectives: Sequence[Objective] = ()) ->
     return "RUNNING" if trial.status == "RUNNING" else "PENDING"
 
 
+HEARTBEAT = 60.0  # seconds without a line (off a terminal) before saying what runs
+
+
+def epochs_of(trial) -> int:
+    """The epochs a Tune trial has reported (its last result's `training_iteration`)."""
+    value = (trial.last_result or {}).get("training_iteration") or 0
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
+def time_left(trials: list, total: int, epochs: int, ended: set[str], seconds: float) -> \
+        float | None:
+    """Seconds left at the rate epochs ran so far (`seconds` since the first trial started):
+    every trial not yet ended may still run up to `epochs` epochs, and trials not yet started
+    all of theirs. None before the first epoch."""
+    done = sum(epochs_of(t) for t in trials)
+    if done <= 0 or seconds <= 0:
+        return None
+    left = sum(max(0, epochs - epochs_of(t)) for t in trials if t.trial_id not in ended)
+    left += max(0, total - len(trials)) * epochs
+    return left * seconds / done
+
+
 def clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rest = divmod(seconds, 3600)
@@ -45,8 +70,14 @@ class Progress(Callback):
     def __init__(self, total: int, objective: Objective, time_limit: float | None = None,
                  label: Callable[[str], Any] | None = None, live: bool | None = None,
                  stream: TextIO | None = None, experiment_dir: str | None = None,
-                 objectives: Sequence[Objective] = ()):
+                 objectives: Sequence[Objective] = (), epochs: int = 1,
+                 heartbeat: float = HEARTBEAT):
         self.total = total
+        self.epochs = max(1, int(epochs))  # the most epochs a trial runs (the scheduler's max_t)
+        self.heartbeat = heartbeat
+        self.trials: list = []
+        self.first_started: float | None = None
+        self._said = time.monotonic()  # when the last line was written (off a terminal)
         self.objective = objective
         self.objectives = tuple(objectives) or (objective,)
         self.time_limit = time_limit
@@ -61,7 +92,7 @@ class Progress(Callback):
         self._ended: set[str] = set()
 
     def __getstate__(self) -> dict:  # streams do not pickle; Tune pickles callbacks
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "trials": []}
 
     @property
     def out(self) -> TextIO:
@@ -72,26 +103,55 @@ class Progress(Callback):
         return self.out.isatty() if self.live is None else self.live
 
     def setup(self, **info) -> None:
-        self.start = time.monotonic()
+        self.start = self._said = time.monotonic()
 
     def name(self, trial) -> str:
         number = self.label(trial.trial_id) if self.label else None
         return f"#{number}" if number is not None else trial.trial_id
 
     def _count(self, trials: list) -> None:
+        self.trials = list(trials)
         self.counts = {}
         for t in trials:
             state = outcome(t, t.trial_id in self._ended, self.objectives)
             self.counts[state] = self.counts.get(state, 0) + 1
+        if self.first_started is None and self.counts.get("RUNNING"):
+            self.first_started = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if self.first_started is None:
+            self.first_started = time.monotonic()
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         # Counting reads every trial: only when the line is drawn (Tune steps many times a
         # second, and a count per step grew with the square of the trials: bench_scale.py).
-        if self.is_live and time.monotonic() - self._drawn > 0.5:
-            self._drawn = time.monotonic()
+        now = time.monotonic()
+        if self.is_live and now - self._drawn > 0.5:
+            self._drawn = now
             self._count(trials)
             self.out.write("\r\x1b[K" + self.line())
             self.out.flush()
+        elif not self.is_live and now - self._said >= self.heartbeat:
+            self._count(trials)  # a heartbeat is due: the counts it shows
+            if self.counts.get("RUNNING"):
+                self._say(f"[{clock(now - self.start)}] {self.running()}  | {self.line()}")
+
+    def _say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+        self._said = time.monotonic()
+
+    def running(self) -> str:
+        """The running trials and the epoch each has reported, with its objective there."""
+        parts = []
+        for t in self.trials:
+            if outcome(t, t.trial_id in self._ended, self.objectives) != "RUNNING":
+                continue
+            value = (t.last_result or {}).get(self.objective.metric)
+            at = f" {self.objective.metric} {value:.4f}" if isinstance(value, float) and \
+                math.isfinite(value) else ""
+            parts.append(f"{self.name(t)} epoch {epochs_of(t)}/{self.epochs}{at}")
+        return "running: " + (", ".join(parts) if parts else "none")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._ended_trial(trial, trials)
@@ -129,21 +189,25 @@ class Progress(Callback):
                f"{detail}".rstrip()
         if self.is_live:
             self.out.write("\r\x1b[K" + text + "\n" + self.line())
+            self.out.flush()
         else:
-            self.out.write(text + f"  | {self.line()}\n")
-        self.out.flush()
+            self._say(text + f"  | {self.line()}")
 
     def line(self) -> str:
         c = self.counts
         ended = c.get("COMPLETE", 0) + c.get("PRUNED", 0) + c.get("FAIL", 0)
-        elapsed = time.monotonic() - self.start
+        now = time.monotonic()
+        elapsed = now - self.start
         best = f"best {self.objective.metric} {self.best[0]:.4f} ({self.best[1]})" \
             if self.best else "best -"
         left = []
-        if ended:
-            left.append(elapsed * max(0, self.total - ended) / ended)
+        if ended < self.total and self.first_started is not None:
+            eta = time_left(self.trials, self.total, self.epochs, self._ended,
+                            now - self.first_started)
+            if eta is not None:
+                left.append(eta)
         if self.time_limit:
-            left.append(self.time_limit - elapsed)
+            left.append(max(0.0, self.time_limit - elapsed))
         remaining = f", ~{clock(min(left))} left" if left else ""
         return (f"{ended}/{self.total} done: {c.get('COMPLETE', 0)} complete, "
                 f"{c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed, "

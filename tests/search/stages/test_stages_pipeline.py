@@ -75,7 +75,7 @@ def test_search_run_ends_with_the_stage_table(searched):
     assert "top trials of study stagetoy" in text  # the search's own summary came first
     table = text[text.rindex("stages of " + searched["run_id"]):]
     head = table.splitlines()[1]
-    for column in ("stage", "kind", "test acc", "params", "size", "lat b1 ms", "lat b64 ms",
+    for column in ("stage", "kind", "test_accuracy", "params", "size", "lat b1 ms", "lat b64 ms",
                    "img/s b64"):
         assert column in head
     rows = table.splitlines()[2:6]

@@ -5,6 +5,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from search.lifecycle.plan import Objective
 from search.tune.progress import Progress, TargetStopper, outcome
 from search.lifecycle.runner import Outcome
@@ -114,3 +116,43 @@ def test_a_nan_objective_is_a_fail_on_the_console_as_in_the_study():
     assert "1/1 done: 0 complete, 0 pruned, 1 failed" in line and "best -" in line
     assert outcome(FakeTrial("n", "TERMINATED", finished(float("inf"))), objectives=[ACC]) \
         == "FAIL"
+
+
+def test_time_left_comes_from_epochs_before_any_trial_ends():
+    """Two trials at epoch 5 of 10 after 100 s, two more to start: 30 epochs left at 0.1
+    epoch/s is 300 s, though no trial has finished (a trials-based ETA would say nothing)."""
+    import time
+
+    p = Progress(4, ACC, epochs=10)
+    trials = [FakeTrial("a", last_result={"training_iteration": 5}),
+              FakeTrial("b", last_result={"training_iteration": 5})]
+    p.on_step_end(1, trials)
+    p.first_started = time.monotonic() - 100
+    assert "0/4 done" in p.line() and "~05:00 left" in p.line(), p.line()
+
+
+def test_time_left_counts_ended_trials_epochs_but_not_their_rest():
+    from search.tune.progress import time_left
+
+    done = FakeTrial("a", "TERMINATED", {"training_iteration": 2})  # pruned at epoch 2 of 10
+    run = FakeTrial("b", last_result={"training_iteration": 4})
+    # 6 epochs in 60 s; left: b's 6, a none (it ended), one trial not started: 10
+    assert time_left([done, run], 3, 10, {"a"}, 60.0) == pytest.approx(160.0)
+    assert time_left([FakeTrial("c")], 3, 10, set(), 60.0) is None  # no epoch yet
+
+
+def test_a_heartbeat_says_what_the_running_trials_are_at():
+    out = io.StringIO()
+    p = Progress(3, ACC, stream=out, label={"a": 0, "b": 1}.get, epochs=10, heartbeat=3600)
+    trials = [FakeTrial("a", last_result={"training_iteration": 2, "val_accuracy": 0.8123}),
+              FakeTrial("b", "PENDING")]
+    p.on_step_end(1, trials)
+    assert out.getvalue() == ""  # within the heartbeat: quiet
+    p.heartbeat = 0.0
+    p.on_step_end(2, trials)
+    line = out.getvalue()
+    assert "running: #0 epoch 2/10 val_accuracy 0.8123" in line, line
+    assert "0/3 done" in line and "1 running" in line
+    live = Progress(3, ACC, stream=Tty(), epochs=10, heartbeat=0.0)
+    live.on_step_end(1, trials)
+    assert "running:" not in live.out.getvalue()  # the live line is the heartbeat there
