@@ -51,6 +51,9 @@ ARMS = {a.name: a for a in (
     Arm("tpe+median", "ours", pruner={"name": "median"}, prunes_only=True),
     Arm("tpe+none", "ours", pruner={"name": "none"}, prunes_only=True),
     Arm("random+asha", "ours", sampler={"name": "random"}),
+    # the default TPE with one of its own defaults turned off
+    Arm("tpe-univariate+asha", "ours", sampler={"name": "tpe", "multivariate": "false"}),
+    Arm("tpe-noliar+asha", "ours", sampler={"name": "tpe", "constant_liar": "false"}),
     Arm("gp+asha", "ours", sampler={"name": "gp"}),
     Arm("cmaes+asha", "ours", sampler={"name": "cmaes"}, objectives="single"),
     Arm("nsga2+asha", "ours", sampler={"name": "nsga2"}, objectives="multi"),

@@ -120,13 +120,32 @@ def verdicts(rows: list[dict]) -> dict[str, str]:
     return out
 
 
+def paired(rows: list[dict], problem: str) -> str:
+    """Seeds on which our default's regret is <= that of the better default of theirs (the
+    one with the lower median), as "k/n": how one-sided the median comparison is."""
+    med = medians(rows)
+    theirs = [a for a in HEADLINE[1:] if (problem, a) in med]
+    if (problem, "default") not in med or not theirs:
+        return ""
+    best = min(theirs, key=lambda a: med[(problem, a)])
+
+    def by_seed(arm):
+        return {r["seed"]: (math.inf if r["regret@1"] is None else r["regret@1"])
+                for r in rows if r["problem"] == problem and r["arm"] == arm}
+
+    ours, other = by_seed("default"), by_seed(best)
+    seeds = sorted(set(ours) & set(other))
+    return f"{sum(ours[s] <= other[s] for s in seeds)}/{len(seeds)} vs {best}"
+
+
 def table(rows: list[dict]) -> str:
     """The markdown table of BENCHMARKS.md: median regret at 25/50/100 % of the budget."""
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     meds = {f: medians(rows, f"regret@{f:g}") for f in FRACTIONS}
     ver = verdicts(rows)
-    lines = ["| problem | budget | " + " | ".join(arms) + " | default vs best of theirs |",
-             "|---|---|" + "---|" * len(arms) + "---|"]
+    lines = ["| problem | budget | " + " | ".join(arms)
+             + " | default vs best of theirs | seeds default <= it |",
+             "|---|---|" + "---|" * len(arms) + "---|---|"]
     for problem in dict.fromkeys(r["problem"] for r in rows):
         budget = next(r["budget"] for r in rows if r["problem"] == problem)
         cells = []
@@ -135,7 +154,8 @@ def table(rows: list[dict]) -> str:
                 cells.append("")
                 continue
             cells.append(" / ".join(_fmt(meds[f][(problem, arm)]) for f in FRACTIONS))
-        lines.append(f"| {problem} | {budget} | " + " | ".join(cells) + f" | {ver.get(problem, '')} |")
+        lines.append(f"| {problem} | {budget} | " + " | ".join(cells)
+                     + f" | {ver.get(problem, '')} | {paired(rows, problem)} |")
     return "\n".join(lines)
 
 

@@ -87,6 +87,30 @@ def run_arm(args, pruner: dict, seed: int, tmp: str) -> dict:
             "load": round(os.getloadavg()[0], 1)}
 
 
+def start_ray(cpus: int, attempts: int = 40) -> None:
+    """One local Ray for every search of the benchmark (run_search joins a Ray already
+    started). On a machine shared with other heavy work Ray's start can miss its fixed 30 s
+    window ("The current node timed out during startup"): try again."""
+    import logging
+
+    from search.cluster import OBJECT_STORE_BYTES, local_token, quiet_environment
+
+    local_token()  # before Ray is imported (search/cluster.py)
+    quiet_environment()
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR,
+                     log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception on the timeout
+            print(f"ray start, attempt {attempt}: {err}", flush=True)
+            ray.shutdown()
+            time.sleep(30)
+    raise SystemExit("could not start Ray")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default=str(ROOT / "spaces" / "quickstart.yaml"))
@@ -106,6 +130,7 @@ def main() -> int:
     rows = []
     if args.results and args.results.is_file():
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
+    start_ray(args.cpus)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for pruner in ({"name": "none"}, pruned):
