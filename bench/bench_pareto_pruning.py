@@ -93,9 +93,9 @@ def start_ray(cpus: int, attempts: int = 40) -> None:
     window ("The current node timed out during startup"): try again."""
     import logging
 
-    from search.cluster import OBJECT_STORE_BYTES, local_token, quiet_environment
+    from search.cluster.connect import OBJECT_STORE_BYTES, local_token, quiet_environment
 
-    local_token()  # before Ray is imported (search/cluster.py)
+    local_token()  # before Ray is imported (search/cluster/connect.py)
     quiet_environment()
     import ray
 
