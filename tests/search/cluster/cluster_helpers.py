@@ -39,8 +39,11 @@ def free_port() -> int:
 def environment(**extra: str) -> dict[str, str]:
     """The environment of the cluster's processes and of `search`: no token auth, no usage
     stats, quick known-work epochs, the venv's commands first on PATH (a job's `search`)."""
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: Ray's single-node mode, which a local `search run`
+    # earlier in this process set (search/cluster.py); a worker node refuses to start in it
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "SEARCH_STORAGE", "MLFLOW_TRACKING_URI")}
+           if k not in ("RAY_ADDRESS", "SEARCH_STORAGE", "MLFLOW_TRACKING_URI",
+                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
                 "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_DEDUP_LOGS": "0",
                 "OMP_NUM_THREADS": "1", "SEARCH_KNOWN_WORK_SECONDS": "0.5",

@@ -104,4 +104,4 @@ def test_config_file_mistakes(tmp_path, capsys):
     assert main(["train", "--config", str(wrong)]) == 2
     assert "train.epochz" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "none.yaml")]) == 2
-    assert "cannot read it" in capsys.readouterr().err
+    assert "none.yaml: does not exist" in capsys.readouterr().err

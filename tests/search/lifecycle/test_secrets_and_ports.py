@@ -93,7 +93,8 @@ def test_a_run_with_a_database_password_writes_it_nowhere_and_its_ports_need_the
     space.write_text(SPACE.format(name=name))
     ray_tmp = Path(tempfile.mkdtemp(prefix="r13", dir="/tmp"))  # socket paths stay short
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "SEARCH_STORAGE", "RAY_ADDRESS")}
+           if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "SEARCH_STORAGE", "RAY_ADDRESS",
+                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env.update(RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(ROOT), SEARCH_KNOWN_WORK_SECONDS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "search.cli", "run", str(space), "--output",
