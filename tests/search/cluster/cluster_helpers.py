@@ -40,7 +40,7 @@ def environment(**extra: str) -> dict[str, str]:
     """The environment of the cluster's processes and of `search`: no token auth, no usage
     stats, quick known-work epochs, the venv's commands first on PATH (a job's `search`)."""
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: Ray's single-node mode, which a local `search run`
-    # earlier in this process set (search/cluster.py); a worker node refuses to start in it
+    # earlier in this process set (search/cluster/connect.py); a worker node refuses to start in it
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAY_ADDRESS", "SEARCH_STORAGE", "MLFLOW_TRACKING_URI",
                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
