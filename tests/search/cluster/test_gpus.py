@@ -160,7 +160,10 @@ def test_a_resumed_run_spreads_the_trials_it_has_left(ray_cluster, options, tmp_
 
 @pytest.mark.slow
 def test_on_two_nodes_requests_fit_a_node_trials_spread_and_stages_go_to_the_gpus():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    # not Ray's single-node mode (set by a local `search run` earlier in this process): the
+    # cluster's worker node would refuse to start in it
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+           "PYTHONPATH": os.pathsep.join(
         [str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(HERE / "_two_node_gpus.py")], env=env,
                           capture_output=True, text=True, timeout=300)
