@@ -24,7 +24,7 @@ ROOT = Path(__file__).parents[2]
 LIMIT_S = 10
 SPACES = space_cases()
 # `search run` reads a space file with the same load_space (run in-process it would set Ray's
-# environment for the rest of the session); command lines: tests/search/test_hostile_flags.py.
+# environment for the rest of the session); command lines: tests/search/commands/test_hostile_flags.py.
 RUN_TOO: set[str] = set()
 
 
