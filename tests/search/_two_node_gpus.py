@@ -15,7 +15,7 @@ os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from search.cluster.connect import gpus  # noqa: E402
+from search.cluster import gpus  # noqa: E402
 from search.errors import UserError  # noqa: E402
 from search.lifecycle.plan import Budget, Objective, Resources, concurrency, spread  # noqa: E402
 from search.stages.placement import in_task, train_stage  # noqa: E402

@@ -81,11 +81,13 @@ def body(browser) -> str:
 
 def until(browser, check, what: str, timeout: float = WAIT):
     """Wait until `check(browser)` is truthy; fail saying what was awaited and what shows."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.3).until(
+        # a page that React redraws meanwhile: its elements go stale, and are looked up again
+        return WebDriverWait(browser, timeout, poll_frequency=0.3,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda b: check(b), message=what)
     except TimeoutException:
         pytest.fail(f"waited {timeout:.0f} s for {what}; the page shows:\n{body(browser)[:2000]}")
@@ -144,6 +146,10 @@ def test_runs_page_shows_the_search_and_its_trials(browser, ui, searched, shots)
     shoot(browser, shots, "02-runs-expanded")
 
 
+# the per-epoch curve of the objective (search/tracking/names.py: `epoch/` for curves)
+CURVE = "epoch/val_accuracy"
+
+
 def test_a_trial_shows_its_state_and_val_accuracy_chart(browser, ui, searched, shots):
     from selenium.webdriver.common.by import By
 
@@ -158,19 +164,19 @@ def test_a_trial_shows_its_state_and_val_accuracy_chart(browser, ui, searched, s
     open_page(browser, charts, run["name"])
     box = until(browser, lambda b: b.find_elements(
         By.CSS_SELECTOR, "input[placeholder='Search metric charts']"), "the chart search box")
-    box[0].send_keys("val_accuracy")
+    box[0].send_keys(CURVE)
 
     def val_accuracy_chart(b):
         for card in b.find_elements(By.CSS_SELECTOR,
                                     "[data-testid='experiment-view-compare-runs-card']"):
             lines = card.text.split("\n")
-            if lines and lines[0] == "val_accuracy" and card.find_elements(
+            if lines and lines[0] == CURVE and card.find_elements(
                     By.CSS_SELECTOR, ".scatterlayer .trace path"):
                 return card
         return None
 
-    card = until(browser, val_accuracy_chart, "a drawn chart titled val_accuracy")
-    assert f"{run['name']} (val_accuracy)" in card.text  # the trial's own curve
+    card = until(browser, val_accuracy_chart, f"a drawn chart titled {CURVE}")
+    assert f"{run['name']} ({CURVE})" in card.text  # the trial's own curve
     shoot(browser, shots, "04-best-trial-val-accuracy")
 
 
