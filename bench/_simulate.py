@@ -235,10 +235,15 @@ class _Ray:
 FAMILIES = {"ours": _Ours, "optuna": _Optuna, "ray": _Ray}
 
 
-def simulate(p: Problem, arm: Arm, seed: int, budget: int, workers: int = 2) -> Run:
-    """One search of `budget` epochs with `workers` trials at a time (see the module)."""
+def simulate(p: Problem, arm: Arm, seed: int, budget: int, workers: int = 2,
+             max_trials: int | None = None) -> Run:
+    """One search of `budget` epochs with `workers` trials at a time (see the module); with
+    `max_trials`, `search run`'s budget instead: that many trials, whatever their epochs."""
     metrics = [m for m, _ in p.objectives]
-    driver = FAMILIES[arm.family](p, arm, seed, trials=budget)  # never more trials than epochs
+    if max_trials is not None:
+        budget = max_trials * p.max_t
+    # never more trials than epochs
+    driver = FAMILIES[arm.family](p, arm, seed, trials=max_trials or budget)
     rng = np.random.default_rng([seed, 7])  # the observation noise, the same for every arm
     run, events, seq, committed = Run(), [], 0, 0
 
@@ -250,6 +255,8 @@ def simulate(p: Problem, arm: Arm, seed: int, budget: int, workers: int = 2) -> 
 
     def start(now: float) -> None:
         if committed >= budget:  # every epoch left is taken by the running trials
+            return
+        if max_trials is not None and run.trials >= max_trials:
             return
         handle, x = driver.start(run.trials)
         if handle is not None:

@@ -87,6 +87,23 @@ def run_arm(args, pruner: dict, seed: int, tmp: str) -> dict:
             "load": round(os.getloadavg()[0], 1)}
 
 
+def _end_children() -> None:
+    """End the processes this one started (what a failed Ray start left behind)."""
+    import signal
+
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            try:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def start_ray(cpus: int, attempts: int = 40) -> None:
     """One local Ray for every search of the benchmark (run_search joins a Ray already
     started). On a machine shared with other heavy work Ray's start can miss its fixed 30 s
@@ -107,6 +124,7 @@ def start_ray(cpus: int, attempts: int = 40) -> None:
         except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception on the timeout
             print(f"ray start, attempt {attempt}: {err}", flush=True)
             ray.shutdown()
+            _end_children()  # a failed start leaves its GCS and agents running
             time.sleep(30)
     raise SystemExit("could not start Ray")
 
