@@ -159,8 +159,11 @@ def run_once(args, trials: int, storage: str, tmp: Path) -> dict:
         watcher.start()
         rc = proc.wait()
         watcher.join()
-        if spy is not None:
-            spy.wait(timeout=60)
+        if spy is not None:  # writing an hour's stacks can take minutes
+            try:
+                spy.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                spy.kill()
     wall = time.time() - start
     starts = [json.loads(x)["t"] for x in log.read_text().splitlines()] if log.is_file() else []
     first = min(starts) - start if starts else float("nan")
