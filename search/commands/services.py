@@ -27,7 +27,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 def add_listen_arguments(parser, port: int) -> None:
     parser.add_argument("--host", default=LOOPBACK, help="address to listen on (default "
                         "127.0.0.1; 0.0.0.0 to reach it from other machines)")
-    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+    from search.commands.values import MAX_PORT, whole
+
+    parser.add_argument("--port", type=whole(1, MAX_PORT), default=port,
+                        help=f"port (default {port})")
 
 
 def base_url(host: str, port: int) -> str:
@@ -37,15 +40,30 @@ def base_url(host: str, port: int) -> str:
 
 
 def check_port(host: str, port: int) -> None:
-    """A UserError now when something already answers on the port."""
+    """The server could listen on host:port: a UserError now (a port in use, an address that is
+    not this machine's, a host that does not resolve), not the server's traceback later."""
+    import errno
+
+    from search.errors import shown_value
+
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: must be between 1 and 65535")
-    probe = LOOPBACK if host in ("0.0.0.0", "::", "") else host
-    with socket.socket(socket.AF_INET6 if ":" in probe else socket.AF_INET) as s:
-        s.settimeout(2)
-        if s.connect_ex((probe, port)) == 0:
-            raise UserError(f"--port {port}: already in use on {host}; pick another port, "
-                            f"e.g. --port {port + 1}")
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as err:
+        raise UserError(f"--host {shown_value(host)}: not an address of this machine "
+                        f"({getattr(err, 'strerror', None) or err})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind(sockaddr)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(f"--port {port}: already in use on {host}; pick another port, "
+                                f"e.g. --port {port + 1}") from None
+            raise UserError(f"--host {shown_value(host)} --port {port}: cannot listen there "
+                            f"({err.strerror})") from None
 
 
 class Stopped(Exception):

@@ -232,6 +232,9 @@ def _cases() -> list[Flag]:
         "cannot listen there")
     add("ui_host_unresolvable", on_done("ui", "--host", "no-such-host.invalid"),
         "not an address of this machine")
+    add("dashboard_port_word", on_done("dashboard", "--port", "http"), "--port")
+    add("dashboard_host_unresolvable", on_done("dashboard", "--host", "no-such-host.invalid"),
+        "not an address of this machine")
 
     # -- paths: files, folders, devices, FIFOs, places nothing can be written
     add("run_output_is_a_file", lambda c: run()(c)[:3] + [c.space], "is not a folder (a file)")
