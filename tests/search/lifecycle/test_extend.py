@@ -92,7 +92,8 @@ def test_extend_refuses_what_it_cannot_do(tmp_path, options):
 
 def _finished_study(tmp_path, values, *, horizon=2, checkpoints=True):
     """An in-memory study of finished toy trials, each with a trial folder (and checkpoint)."""
-    from optuna.distributions import FloatDistribution
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
 
     study = optuna.create_study(direction="maximize")
     for i, value in enumerate(values):
@@ -102,8 +103,11 @@ def _finished_study(tmp_path, values, *, horizon=2, checkpoints=True):
             (folder / "checkpoint_000001" / "last.pt").write_text("{}")
         state = TrialState.PRUNED if value is None else TrialState.COMPLETE
         study.add_trial(optuna.trial.create_trial(
-            params={"optimizer.lr": 0.01 * (i + 1)},
-            distributions={"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True)},
+            params={"optimizer.lr": 0.01 * (i + 1), "optimizer.name": "adamw",
+                    "model.width": 32},
+            distributions={"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True),
+                           "optimizer.name": CategoricalDistribution(["adamw", "sgd"]),
+                           "model.width": IntDistribution(8, 64, log=True)},
             value=value, state=state, intermediate_values={1: value or 0.1},
             user_attrs={"horizon": horizon, "trial_dir": str(folder)}))
     return study
