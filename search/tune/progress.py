@@ -88,7 +88,7 @@ class Progress(Callback):
         self.start = time.monotonic()
         self.best: tuple[float, str] | None = None
         self.counts: dict[str, int] = {}
-        self._drawn = 0.0
+        self._drawn = float("-inf")  # the first live line is drawn at once
         self._ended: set[str] = set()
 
     def __getstate__(self) -> dict:  # streams do not pickle; Tune pickles callbacks

@@ -123,7 +123,7 @@ def test_time_left_comes_from_epochs_before_any_trial_ends():
     epoch/s is 300 s, though no trial has finished (a trials-based ETA would say nothing)."""
     import time
 
-    p = Progress(4, ACC, epochs=10)
+    p = Progress(4, ACC, epochs=10, stream=Tty())  # live: the first step draws (and counts)
     trials = [FakeTrial("a", last_result={"training_iteration": 5}),
               FakeTrial("b", last_result={"training_iteration": 5})]
     p.on_step_end(1, trials)
