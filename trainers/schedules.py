@@ -16,6 +16,8 @@ and `replay()` to bring a schedule of a changed config to a checkpoint's positio
 """
 from __future__ import annotations
 
+import math
+
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -59,8 +61,13 @@ def _cosine(opt, cfg, epochs, steps):
 
 
 def _onecycle(opt, cfg, epochs, steps):
+    total, pct = max(1, steps), float(cfg["pct_start"])
+    if math.isclose(pct * total, 1.0):
+        # torch divides by zero when the rise is exactly one step (0.25 of 4 steps): a rise that
+        # short is no rise, as torch does for any shorter one, so start at the peak.
+        pct = 0.999 / total
     return sched.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
-                            total_steps=max(1, steps), pct_start=cfg["pct_start"],
+                            total_steps=total, pct_start=pct,
                             anneal_strategy=cfg["anneal"], div_factor=cfg["div_factor"],
                             final_div_factor=cfg["final_div_factor"], cycle_momentum=False)
 

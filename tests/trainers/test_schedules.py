@@ -95,6 +95,15 @@ def test_onecycle_after_warmup_spans_the_remaining_steps():
     assert flat[STEPS:] == pytest.approx(_torch_onecycle((EPOCHS - 1) * STEPS, pct_start=0.25))
 
 
+@pytest.mark.parametrize("pct_start, epochs, steps", [(0.25, 1, 4), (0.25, 2, 2), (0.1, 5, 2)])
+def test_onecycle_whose_rise_is_one_step_starts_at_its_peak(pct_start, epochs, steps):
+    """torch's OneCycleLR divides by zero when pct_start × total steps is exactly 1 (the
+    default 0.25 on 4 steps: one epoch of a 4-batch table); such a rise starts at the peak."""
+    flat = [lr for row in _lrs({"name": "onecycle", "pct_start": pct_start}, epochs, steps)
+            for lr in row]
+    assert flat[0] == pytest.approx(LR, rel=1e-2) and flat == sorted(flat, reverse=True)
+
+
 def test_plateau_drops_by_factor_after_patience_epochs():
     # Improving for 3 epochs, then flat: epochs 4 and 5 are the two bad epochs patience allows,
     # the third bad one (epoch 6, 1-based) cuts the lr for epoch 7.
