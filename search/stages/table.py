@@ -10,7 +10,7 @@ from .source import Source
 THREADS = 1     # measure(): latency and throughput on one CPU thread, so stages compare
 REPEATS = 20    # measure(): timed calls per batch size (the median is reported)
 COLUMNS = ("#", "stage", "kind", "test_accuracy", "params", "size", "lat b1 ms", "lat b64 ms",
-           "img/s b64", "time s")
+           "samples/s b64", "time s")  # samples: images, rows or signals
 
 
 @dataclass

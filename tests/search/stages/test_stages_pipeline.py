@@ -1,5 +1,5 @@
-"""The post-search stages end to end: a real search (scikit-learn digits, a small MLP, real
-Ray, a real study, MLflow in SQLite) through `search run`, its stages' folders, table and MLflow
+"""The post-search stages end to end on a table: a real search (scikit-learn's wine rows, the
+example's own MLP factory and its fixed split, real Ray, a real study, MLflow in SQLite) through `search run`, its stages' folders, table and MLflow
 runs; resuming after a stage that broke; `--no-stages`; the one-line mistakes of `search stages`."""
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 SPACE = """
 name: stagetoy
 seed: 1
-data: {dataset: digits, batch_size: 64}
-model: {name: mlp, width: 32, depth: 1}
+data: {dataset: factory, factory: "spaces.examples.wine:load", batch_size: 32}
+model: {name: factory, factory: "spaces.examples.wine:make_model", kwargs: {hidden: 32, depth: 1}}
+augment: {shift: 0}
 train: {epochs: 1}
 space:
   optimizer:
@@ -32,7 +33,8 @@ resources: {cpu: 1}
 tracking: {enabled: true, register_as: stagetoy-model}
 stages:
   - {stage: finetune, epochs: 1}
-  - {stage: distill, student: {name: mlp, width: 8, depth: 1}, epochs: 1, trials: 2}
+  - {stage: distill, epochs: 1, trials: 2, student: {name: factory,
+     factory: "spaces.examples.wine:make_model", kwargs: {hidden: 8, depth: 1}}}
   - {stage: quantize, mode: int8_dynamic}
 """
 STAGES = ["best", "finetune", "distill", "quantize"]
@@ -76,7 +78,7 @@ def test_search_run_ends_with_the_stage_table(searched):
     table = text[text.rindex("stages of " + searched["run_id"]):]
     head = table.splitlines()[1]
     for column in ("stage", "kind", "test_accuracy", "params", "size", "lat b1 ms", "lat b64 ms",
-                   "img/s b64"):
+                   "samples/s b64"):
         assert column in head
     rows = table.splitlines()[2:6]
     assert [r.split()[1] for r in rows] == STAGES
@@ -148,7 +150,7 @@ def test_every_stage_is_a_child_of_the_search_in_mlflow(searched):
             files = {f.path for f in client.list_artifacts(run.info.run_id, "stage")}
             assert files == {"stage/model.pt", "stage/result.json"}
     assert stages["finetune"].data.params["epochs"] == "1"
-    assert stages["distill"].data.params["student.width"] == "8"
+    assert stages["distill"].data.params["student.kwargs.hidden"] == "8"
     assert {"chosen.alpha", "chosen.temperature", "chosen.lr_scale"} <= \
         set(stages["distill"].data.params)
     trial_curve = client.get_metric_history(stages["distill"].info.run_id, "trial/val_accuracy")
