@@ -53,6 +53,19 @@ def test_history_shows_pruned_trials_at_their_last_value(study, tmp_path):
     assert len(by_name["complete"].x) == 6 and "best so far" in by_name
     assert fig.layout.xaxis.title.text == "trial" and fig.layout.yaxis.title.text == \
         "val_accuracy"
+    assert (fig.layout.xaxis.tick0, fig.layout.xaxis.dtick) == (0, 2)  # trials 0-11: 0, 2, ...
+
+
+def test_trial_and_epoch_axes_tick_whole_numbers(study, tmp_path):
+    """Left to itself, plotly ticks 0, 0.5, 1, 1.5, 2 for three trials (or epochs)."""
+    few = plots.history_figures(plots.history_of(study), "val_accuracy")[1]
+    assert few.layout.xaxis.dtick == 2
+    assert plots.whole_ticks(2) == {"tick0": 0, "dtick": 1}
+    assert plots.whole_ticks(999) == {"tick0": 0, "dtick": 100}
+    curves = [("trial 0", "COMPLETE", [(1, 0.5), (2, 0.6), (3, 0.7)])]
+    drawn = plots.learning_curves(curves, tmp_path, "val_accuracy", "trial 0", "max")
+    [fig] = [f for t, f in drawn.interactive if t == "Learning curves"]
+    assert (fig.layout.xaxis.tick0, fig.layout.xaxis.dtick) == (0, 1)
 
 
 def test_importances_state_their_sample(study, tmp_path):
