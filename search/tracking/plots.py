@@ -278,7 +278,8 @@ def learning_curves(curves: Iterable[tuple[str, str, list[tuple[int, float]]]], 
         kw = style.get(state, style["COMPLETE"])(label)
         legend = label if state == "COMPLETE" and label == best else \
             (state.lower() if state not in shown else None)
-        shown.add(state)
+        if legend == state.lower():  # the best's own entry does not name the others
+            shown.add(state)
         ax.plot(xs, ys, marker="o", ms=2.5, label=legend, **kw)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")

@@ -138,3 +138,18 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_with_its_reason(tmp_path):
     drawn = plots.optuna_plots(study, tmp_path, "val_accuracy")
     assert set(drawn.skipped) >= {"param_importances"}
     assert all(reason for reason in drawn.skipped.values())
+
+
+def test_the_learning_curves_legend_names_every_kind_of_curve(tmp_path, monkeypatch):
+    """The best trial by its name, and one entry per state besides: the other complete
+    trials were left unnamed when the best came first."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    curves = [("trial 0", "COMPLETE", [(1, 0.5), (2, 0.7)]),
+              ("trial 1", "PRUNED", [(1, 0.3)]),
+              ("trial 2", "COMPLETE", [(1, 0.4), (2, 0.6)])]
+    plots.learning_curves(curves, tmp_path, "val_accuracy", "trial 0", "max")
+    [fig] = figures
+    labels = sorted(fig.axes[0].get_legend_handles_labels()[1])
+    plots._agg().close(fig)
+    assert labels == ["complete", "pruned", "trial 0"]
