@@ -220,9 +220,10 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     note = holding_note(space, max_t, started)
     if note and not resume:
         print(note, file=stream or sys.stdout)
-    print(f"Ray ready ({_shown_resources(cluster)}): up to "
-          f"{min(started, plan.budget.trials)} trials at a time", file=stream or sys.stdout,
-          flush=True)
+    at_once = min(started, plan.budget.trials)
+    print(f"Ray ready ({_shown_resources(cluster)}): "
+          f"{'one trial' if at_once == 1 else f'up to {at_once} trials'} at a time",
+          file=stream or sys.stdout, flush=True)
     searcher, label, param_space, samples, callbacks = _how_to_search(
         space, plan, info.uses_searcher, storage_url=url, study_name=study.study_name,
         run_id=run_id, objectives=plan.objectives, experiment_dir=str(exp_dir))

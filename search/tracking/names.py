@@ -42,7 +42,10 @@ DIAGNOSTICS = frozenset({"lr", "grad_norm", "epoch_time", "samples_per_sec", "te
 NOT_METRICS = frozenset({"epoch", "batch_size", "training_iteration"})
 # Values a trial reports once, with its last result (search/tune/trainable.py's final fields).
 WHOLE_RUN = frozenset({"test_accuracy", "num_params", "selected_epoch", "epochs_run", "folds",
-                       "latency_ms", "gpu_peak_mb", "best_val_accuracy"})
+                       "latency_ms", "gpu_peak_mb", "best_val_accuracy", "horizon"})
+# Known before training and in every epoch's report (trainers/loop.py: a pruner ranking several
+# objectives reads it there): one value from the first report on, never a flat curve.
+CONSTANT = frozenset({"num_params"})
 FINAL_PREFIX = "final_"  # the objective at the selected epoch: logged under its own name
 _FOLD = re.compile(r"fold\d+_")
 # A stage's figures under the trial's names, so that both share a column.
@@ -72,13 +75,14 @@ def whole_run_key(key: str) -> str:
 def split_result(metrics: dict[str, float], last: bool = True) \
         -> tuple[dict[str, float], dict[str, float]]:
     """(per-epoch curves, whole-run values) of one report, under their MLflow keys; the
-    constants left out. Only a trial's `last` report has whole-run values. `final_<m>` wins
-    over a plain whole-run `<m>` (they are equal)."""
+    constants left out. Only a trial's `last` report has whole-run values, but for CONSTANT
+    ones (a pruned trial has no last report). `final_<m>` wins over a plain whole-run `<m>`
+    (they are equal)."""
     curves, whole = {}, {}
     for key, value in metrics.items():
         if key in NOT_METRICS:
             continue
-        if last and is_whole_run(key):
+        if (last and is_whole_run(key)) or key in CONSTANT:
             name = whole_run_key(key)
             if key.startswith(FINAL_PREFIX) or name not in whole:
                 whole[name] = value

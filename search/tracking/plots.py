@@ -53,6 +53,12 @@ def _why(err: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
+def whole_ticks(high: float) -> dict:
+    """Plotly's x axis for trial or epoch numbers: whole steps, about ten ticks (left to
+    itself it ticks 0, 0.5, 1, 1.5 for three trials)."""
+    return {"tick0": 0, "dtick": max(1, math.ceil(high / 10))}
+
+
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     _agg().close(fig)
@@ -142,6 +148,8 @@ def history_figures(hist: History, target_name: str):
         pfig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="best so far",
                                   line={"shape": "hv", "color": "#d62728"}))
     pfig.update_layout(title=hist.title, xaxis_title="trial", yaxis_title=target_name)
+    numbers = [n for n, _ in hist.complete + hist.pruned]
+    pfig.update_xaxes(**whole_ticks(max(numbers, default=1)))
     return fig, pfig
 
 
@@ -270,7 +278,8 @@ def learning_curves(curves: Iterable[tuple[str, str, list[tuple[int, float]]]], 
         kw = style.get(state, style["COMPLETE"])(label)
         legend = label if state == "COMPLETE" and label == best else \
             (state.lower() if state not in shown else None)
-        shown.add(state)
+        if legend == state.lower():  # the best's own entry does not name the others
+            shown.add(state)
         ax.plot(xs, ys, marker="o", ms=2.5, label=legend, **kw)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
@@ -302,6 +311,8 @@ def learning_curves(curves: Iterable[tuple[str, str, list[tuple[int, float]]]], 
                              "value)", xaxis_title="epoch", yaxis_title=metric)
     if limits is not None:
         pfig.update_yaxes(range=list(limits))
+    pfig.update_xaxes(**whole_ticks(max((e for _, _, points in curves for e, _ in points),
+                                        default=1)))
     drawn.interactive.append(("Learning curves", pfig))
     return drawn
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .backend import normalise, probe
-from .names import (NOT_METRICS, STAGES, STAGES_RUN, TAG_KIND, curve_key, stage_model_name,
+from .names import (STAGES, STAGES_RUN, TAG_KIND, split_result, stage_model_name,
                     whole_run_key)
 from .runs import PARENT, stage_key
 from .spool import now_ms
@@ -89,9 +89,10 @@ class StageLog:
         return run_id
 
     def curve(self, name: str, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """One training epoch of a stage, under the trials' curve names."""
-        self.tracker.log_metrics(name, {curve_key(k): v for k, v in metrics.items()
-                                        if k not in NOT_METRICS}, step=int(epoch))
+        """One training epoch of a stage, under the trials' curve names (its constants are
+        among the figures `finish` logs)."""
+        curves, _ = split_result(dict(metrics), last=False)
+        self.tracker.log_metrics(name, curves, step=int(epoch))
 
     def finish(self, name: str, figures: Mapping[str, Any], files: list[Path]) -> None:
         self.tracker.log_metrics(name, {whole_run_key(k): v for k, v in figures.items()})

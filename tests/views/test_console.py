@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 def test_the_first_lines_come_before_ray_and_mlflow_start(searched):
     first = searched.first
-    assert first["text"].startswith(f"search {NAME}: 3 trials of at most 3 epochs, up to 2 at "
+    assert first["text"].startswith(f"search {NAME}: 3 trials of at most 3 epochs, up to 1 at "
                                     "a time"), first
     assert not first["ray"] and not first["mlflow"] and not first["torch"], first
     lines = searched.stdout.splitlines()
@@ -27,7 +27,7 @@ def test_the_first_lines_come_before_ray_and_mlflow_start(searched):
     for command in ("status", "ui", "dashboard"):
         assert f"search {command} --output {searched.original}" in watch, watch
     ray = next(i for i, line in enumerate(lines) if line.startswith("Ray ready (2 CPUs)"))
-    assert ray > 2 and "up to 2 trials at a time" in lines[ray]
+    assert ray > 2 and "one trial at a time" in lines[ray]
     print(f"first line after {first['seconds']:.2f} s; the search took {searched.seconds:.0f} s")
 
 

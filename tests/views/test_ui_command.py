@@ -68,7 +68,8 @@ def test_a_copied_folder_shows_its_own_runs_and_artifacts(ui, searched):
     assert exp["experiment"]["artifact_location"] == (searched.folder / "mlartifacts").as_uri()
     runs = api(base, "/api/2.0/mlflow/runs/search",
                {"experiment_ids": [exp["experiment"]["experiment_id"]]})["runs"]
-    assert len(runs) == 1 + len(searched.study().trials)  # the parent and every trial
+    # the parent, every trial, the `stages` run and its two stages (0-best, 1-quantize)
+    assert len(runs) == 1 + len(searched.study().trials) + 3
     for run in runs:
         assert run["info"]["artifact_uri"].startswith(searched.folder.as_uri() + "/"), run
     parent = next(r for r in runs if _tags(r).get("search.key") == "parent")

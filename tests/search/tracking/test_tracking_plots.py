@@ -53,6 +53,22 @@ def test_history_shows_pruned_trials_at_their_last_value(study, tmp_path):
     assert len(by_name["complete"].x) == 6 and "best so far" in by_name
     assert fig.layout.xaxis.title.text == "trial" and fig.layout.yaxis.title.text == \
         "val_accuracy"
+    assert (fig.layout.xaxis.tick0, fig.layout.xaxis.dtick) == (0, 2)  # trials 0-11: 0, 2, ...
+
+
+def test_trial_and_epoch_axes_tick_whole_numbers(tmp_path):
+    """Left to itself, plotly ticks 0, 0.5, 1, 1.5, 2 for three trials (or epochs)."""
+    three = plots.History(complete=[(0, 0.5), (2, 0.6)], pruned=[(1, 0.4)], failed=[],
+                          best=[(0, 0.5), (2, 0.6)], maximize=True)
+    png, few = plots.history_figures(three, "val_accuracy")
+    assert few.layout.xaxis.dtick == 1
+    assert all(float(x).is_integer() for x in png.axes[0].get_xticks())  # not 0.5, 1.5
+    assert plots.whole_ticks(2) == {"tick0": 0, "dtick": 1}
+    assert plots.whole_ticks(999) == {"tick0": 0, "dtick": 100}
+    curves = [("trial 0", "COMPLETE", [(1, 0.5), (2, 0.6), (3, 0.7)])]
+    drawn = plots.learning_curves(curves, tmp_path, "val_accuracy", "trial 0", "max")
+    [fig] = [f for t, f in drawn.interactive if t == "Learning curves"]
+    assert (fig.layout.xaxis.tick0, fig.layout.xaxis.dtick) == (0, 1)
 
 
 def test_importances_state_their_sample(study, tmp_path):
@@ -122,3 +138,18 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_with_its_reason(tmp_path):
     drawn = plots.optuna_plots(study, tmp_path, "val_accuracy")
     assert set(drawn.skipped) >= {"param_importances"}
     assert all(reason for reason in drawn.skipped.values())
+
+
+def test_the_learning_curves_legend_names_every_kind_of_curve(tmp_path, monkeypatch):
+    """The best trial by its name, and one entry per state besides: the other complete
+    trials were left unnamed when the best came first."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    curves = [("trial 0", "COMPLETE", [(1, 0.5), (2, 0.7)]),
+              ("trial 1", "PRUNED", [(1, 0.3)]),
+              ("trial 2", "COMPLETE", [(1, 0.4), (2, 0.6)])]
+    plots.learning_curves(curves, tmp_path, "val_accuracy", "trial 0", "max")
+    [fig] = figures
+    labels = sorted(fig.axes[0].get_legend_handles_labels()[1])
+    plots._agg().close(fig)
+    assert labels == ["complete", "pruned", "trial 0"]
