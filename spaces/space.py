@@ -19,7 +19,7 @@ from trainers.catalog import GROUPS
 from . import sections as S
 from .section_types import typed, written
 from .capabilities import PRUNERS as PRUNER_CAPS, SEARCHERLESS_SAMPLER, default_pruner
-from .errors import MISSING, SpaceError, suggest
+from .errors import MISSING, Raw, SpaceError, suggest
 from .free import check_fit, check_params, free_key as _free_key, set_free
 from .params import Param
 from .rules import check_config, probe
@@ -294,7 +294,9 @@ def _read(path: Path) -> str:
             raise fail("no such space file (a symbolic link to a missing file)") from None
         folder = path.parent if path.parent.is_dir() else SHIPPED_DIR
         near = suggest(path.name, [p.name for p in folder.glob("*.y*ml")])
-        raise fail("no such space file", str(folder / near) if near else None) from None
+        # the whole path, however long: cut, it would drop the part that differs
+        raise fail("no such space file", Raw(repr(str(folder / near))) if near else None) \
+            from None
     except PermissionError:
         raise fail("permission denied (cannot read it)") from None
     except (OSError, ValueError) as err:  # ELOOP, ENAMETOOLONG, ENOTDIR, an embedded NUL

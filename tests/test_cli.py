@@ -81,7 +81,10 @@ def test_validate_prints_the_tree(space_file, capsys):
     assert out.rstrip().endswith("5 searched parameters, 2 conditional branches")
 
 
-def test_validate_missing_file(tmp_path, capsys):
+@pytest.mark.parametrize("folder", ["", "a-folder-" + "x" * 120])  # a long path is not cut
+def test_validate_missing_file(tmp_path, capsys, folder):
+    tmp_path = tmp_path / folder
+    tmp_path.mkdir(exist_ok=True)
     missing = tmp_path / "quickstrat.yaml"
     (tmp_path / "quickstart.yaml").write_text("seed: 1\n")
     assert main(["validate", str(missing)]) == 2
