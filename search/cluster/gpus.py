@@ -21,7 +21,7 @@ from typing import Any
 from search.errors import UserError
 from search.lifecycle.plan import spread
 
-from search.tune.searcher import OOM_KEY  # noqa: F401  (the trial reports it)
+from search.tune.keys import OOM_KEY  # noqa: F401  (the trial reports it)
 PREFLIGHT_SECONDS = 300.0  # a GPU worker that does not answer by then is reported, not waited on
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from search.studies import study as studies
 from search.lifecycle.plan import FINAL_METRICS, Objective
-from search.tune.searcher import FINAL_PREFIX, FINISHED_KEY
+from search.tune.keys import FINAL_PREFIX, FINISHED_KEY
 
 
 def one_line(err: BaseException) -> str:

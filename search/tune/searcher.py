@@ -30,11 +30,8 @@ from search.studies import study as studies
 from search.lifecycle.plan import Objective
 from search.studies.study import FIRST_TUNE_ID, RESUME_FROM  # noqa: F401 - re-exported
 
-FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended by itself
-FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
-FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
-NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
-OOM_KEY = "out_of_memory"         # in a trial's last result when it ran out of memory
+from search.tune.keys import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY,  # noqa: F401
+                              OOM_KEY)
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
             studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb",
             studies.HORIZON, studies.SEEDS)

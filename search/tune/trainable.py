@@ -31,7 +31,8 @@ from search.lifecycle.plan import Budget, Objective, Resources, epochs_cap
 from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, NODE_KEY, RESUME_FROM
 from search.tune.outcome import (clean, final_fields, fold_fields, known_failure,  # noqa: F401
                                  last_epoch_report, one_line, out_of_memory, selected_value)
-from search.tune.seeds import KNOWN, OOM, SeedFailed, train_seeds
+from search.tune.seedrun import KNOWN, OOM
+from search.tune.seeds import SeedFailed, train_seeds
 from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
 
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again

@@ -2,6 +2,7 @@
 search whose trials train two seeds each as Ray actors, recorded in the study and MLflow."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -65,11 +66,19 @@ def test_a_search_of_two_seeds_reports_their_mean_with_the_seeds_beneath(ray_clu
     from search.lifecycle.summary import status_text
     from search.studies import study as studies
 
-    space = toy_space(name="seeded", trials=2, epochs=2, seed=4, toy={"seed_noise": 0.01},
-                      budget={"seeds": 2}, resources={"cpu": 0.5},
+    meet, log = tmp_path / "meet", tmp_path / "calls.jsonl"
+    meet.mkdir()
+    # Both trials' two seeds train at once (they meet), each on a fake GPU of its own: every
+    # trial's placement group holds a bundle per seed.
+    space = toy_space(name="seeded", trials=2, epochs=2, seed=4, budget={"seeds": 2},
+                      toy={"seed_noise": 0.01, "log": str(log), "meet": f"4:{meet}"},
+                      resources={"cpu": 0.5, "gpu": 0.25, "max_concurrent": None},
+                      train={"device": "cpu"},  # fake GPUs: torch trains on the CPU, as asked
                       tracking={"enabled": True, "keep_checkpoints": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_search(space, options(tracking_uri=uri))
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(c["gpus"] for c in calls) == ["0", "1", "2", "3"]
     study = studies.load_study(studies.open_storage(outcome.storage_url), outcome.study_name)
     trials = studies.of_run(study.trials, outcome.run_id)
     assert outcome.exit_code == 0 and [t.state.name for t in trials] == ["COMPLETE"] * 2
@@ -96,16 +105,33 @@ def test_a_search_of_two_seeds_reports_their_mean_with_the_seeds_beneath(ray_clu
     assert f"= {best.values[0]:.4g} ± " in status_text(study, space.objectives, [])
 
 
-@pytest.mark.slow
-def test_a_failing_seed_fails_its_trial_with_its_error(ray_cluster, options):
-    from search.lifecycle.runner import run_search
-    from search.studies import study as studies
+PARAMS = {"optimizer.lr": 1e-2, "optimizer.name": "adamw", "model.width": 32}
 
-    space = toy_space(name="seedfail", trials=1, epochs=2, seed=4,
-                      toy={"user_error_if_seed": 5}, budget={"seeds": 2},
-                      resources={"cpu": 0.5})
-    outcome = run_search(space, options())
-    study = studies.load_study(studies.open_storage(outcome.storage_url), outcome.study_name)
-    [trial] = studies.of_run(study.trials, outcome.run_id)
-    assert trial.state.name == "FAIL"
-    assert "seed 5: UserError: train.seed: toy rule seed != 5" in trial.user_attrs["fail_reason"]
+
+def test_seeds_train_as_actors_resume_from_their_own_files_and_fail_with_their_error(
+        ray_cluster, tmp_path):
+    from search.tune.seeds import SeedFailed, train_seeds
+    from search.tune.trainable import TrialPlan
+
+    def train(space, epochs):
+        plan = TrialPlan(space.objectives, space.budget, space.resources,
+                         "search.testing:known_work_fit")
+        settings = space.config_from_params(PARAMS)
+        settings["train"]["epochs"] = epochs
+        rows: list[dict] = []
+        return rows, train_seeds(plan, settings, rows.append, tmp_path)
+
+    space = toy_space(seed=4, toy={"seed_noise": 0.01}, budget={"seeds": 2})
+    rows, (ended, history) = train(space, 2)
+    assert [r["epoch"] for r in rows] == [1, 2] and history == rows
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "seed-5" / "last.pt").is_file()
+    assert ended["val_accuracy_seeds"][1] - ended["val_accuracy_seeds"][0] == \
+        pytest.approx(0.0075)
+    rows, (ended, _) = train(space, 3)  # both seeds continue from their own epoch 2
+    assert [r["epoch"] for r in rows] == [3]
+    assert ended["val_accuracy_seeds"][1] - ended["val_accuracy_seeds"][0] == \
+        pytest.approx(0.00875)
+    failing = toy_space(seed=4, toy={"user_error_if_seed": 5}, budget={"seeds": 2})
+    with pytest.raises(SeedFailed, match="seed 5: UserError: train.seed: toy rule") as err:
+        train(failing, 4)
+    assert err.value.kind == "known"
