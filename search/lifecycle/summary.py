@@ -97,7 +97,8 @@ def run_summary(study, run_id: str, objectives: Sequence[Objective], limit: int 
                  + (f"\ntest split: {split}" if split else ""))
     if folds_text(best[0]):
         lines.append(f"trial #{best[0].number}: {folds_text(best[0])}")
-    seeds = "; ".join(f"{o.metric}{spread_text(best[0], o.metric)}" for o in objectives
+    seeds = "; ".join(f"{o.metric} = {_num(v)}{spread_text(best[0], o.metric)}"
+                      for o, v in zip(objectives, best[0].values or [])
                       if spread_text(best[0], o.metric))
     if seeds:
         lines.append(f"trial #{best[0].number}: {seeds}")
@@ -116,14 +117,14 @@ def folds_text(trial) -> str | None:
 
 def spread_text(trial, metric: str) -> str:
     """With budget.seeds > 1: " ± std (mean of K seeds: v1, v2, ...)" after the objective's
-    value (its plain mean said too when the objective is penalised); "" otherwise."""
+    value (the plain mean said when the objective is penalised); "" otherwise."""
     values = trial.user_attrs.get(f"{metric}_seeds")
     std = trial.user_attrs.get(f"{metric}_std")
     if not values or std is None:
         return ""
     mean = trial.user_attrs.get(f"{metric}_mean")
-    how = f"mean {_num(mean)} - penalty" if mean is not None else "mean"
-    return (f" ± {_num(std)} ({how} of {len(values)} seeds: "
+    how = f"penalised from the mean {_num(mean)}; " if mean is not None else "mean of "
+    return (f" ± {_num(std)} ({how}{len(values)} seeds: "
             f"{', '.join(_num(v) for v in values)})")
 
 
