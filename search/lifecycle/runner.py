@@ -210,7 +210,7 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     # every seed of a trial trains on a GPU share of its own
     plan = gpus.placed(plan, nodes, min(slots, left) * plan.budget.seeds)
     if plan.resources.gpu:
-        print(gpus.placement_line(plan.resources, nodes, min(slots, left) * plan.budget.seeds),
+        print(gpus.placement_line(plan.resources, nodes, min(slots, left), plan.budget.seeds),
               file=stream or sys.stdout)
     gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
     max_t = plan.budget.max_epochs

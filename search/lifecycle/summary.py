@@ -220,7 +220,8 @@ def opening(space: Any, *, output: str | None = None, storage: str | None = None
 
     budget, res = space.budget, space.resources
     folder = output_dir(space.name, output)
-    each = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "") + " each"
+    each = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "") + \
+        (f" for each of {budget.seeds} seeds" if budget.seeds > 1 else " each")
     if address or os.environ.get("RAY_ADDRESS") or res.gpu:
         cap = f"up to {min(res.max_concurrent, budget.trials)}" if res.max_concurrent else \
             "as many as the cluster holds"

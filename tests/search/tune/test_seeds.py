@@ -135,3 +135,16 @@ def test_seeds_train_as_actors_resume_from_their_own_files_and_fail_with_their_e
     with pytest.raises(SeedFailed, match="seed 5: UserError: train.seed: toy rule") as err:
         train(failing, 4)
     assert err.value.kind == "known"
+
+
+def test_a_trial_of_k_seeds_holds_k_shares_of_the_cluster():
+    from search.errors import UserError
+    from search.lifecycle.plan import concurrency
+    from spaces.section_types import Resources
+
+    assert concurrency(Resources(1.0, 0.0), {"CPU": 6}, seeds=3) == 2
+    assert concurrency(Resources(1.0, 0.0, max_concurrent=1), {"CPU": 6}, seeds=3) == 1
+    with pytest.raises(UserError, match=r"^budget.seeds: each trial trains 4 seeds at once, "
+                                        r"each with 1 CPUs and 0 GPUs, but the Ray cluster "
+                                        r"holds 3 such at a time"):
+        concurrency(Resources(1.0, 0.0), {"CPU": 3}, seeds=4)
