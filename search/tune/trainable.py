@@ -13,6 +13,8 @@ the configuration is too big (search/README.md, "GPUs"); anything else is raised
 retries it (`--retries`) and the searcher marks it FAIL with the line left in
 `fail_reason.txt`. A GPU trial caps its memory at its share of the GPU and gives its cached
 memory back when it ends (search/cluster/gpus.py), and reports the device it trained on.
+With `budget.seeds` K > 1 the trial trains nothing itself: its K seeds train as Ray actors in
+the K bundles of its placement group and it reports their mean (seeds.py).
 """
 from __future__ import annotations
 
