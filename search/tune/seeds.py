@@ -198,7 +198,7 @@ def train_seeds(plan: Any, settings: dict, report: Callable[[dict], Any],
                 row = aggregate(rows, seeds, plan.objectives, penalty)
                 history.append(clean(row))
                 report(row)
-        if not history:  # resumed after its last epoch: no epoch ran, the last one is known
+        if not history and all(r is not None for r in rows):  # resumed after its last epoch
             history.append(clean(aggregate(rows, seeds, plan.objectives, penalty)))
         return final(finals, seeds, plan.objectives, penalty), history
     finally:
