@@ -12,6 +12,9 @@ settings are the `params:` of a space naming it as `fit:`); with `$SEARCH_KNOWN_
 and waits (up to 2 minutes) until N calls have: trials overlap for sure, e.g. to see them on
 every node of a cluster however long Ray takes to start a trial's actor.
 `params.oom_if_lr_above` raises torch's OutOfMemoryError, as a GPU trial that does not fit.
+`params.seed_noise` moves the accuracy by seed_noise * (train.seed % 3 - 1), so repeated seeds
+(`budget.seeds`) differ by known amounts; `params.user_error_if_seed` fails the training of that
+train.seed with a UserError.
 
 `toy_space(...)` writes the YAML of a three- or four-parameter space of such trials
 (conditional momentum for sgd) and loads it with `spaces.load_space`: tests of the search
@@ -74,7 +77,10 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
     if toy.get("user_error_if_lr_above") is not None and lr > toy["user_error_if_lr_above"]:
         raise UserError(f"optimizer.lr: toy rule lr <= {toy['user_error_if_lr_above']}, "
                         f"got {lr:g}")
-    q = quality(config)
+    seed = int(config.get("train", {}).get("seed") or 0)
+    if toy.get("user_error_if_seed") is not None and seed == toy["user_error_if_seed"]:
+        raise UserError(f"train.seed: toy rule seed != {seed}")
+    q = quality(config) + float(toy.get("seed_noise", 0.0)) * (seed % 3 - 1)
     num_params = int(config.get("model", {}).get("width", 32)) * 1000
     start, history, best = 0, [], (None, -1.0)
     if resume_from:

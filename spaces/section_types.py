@@ -42,9 +42,16 @@ class Budget:
     max_epochs: int | None = None  # a space's is never None: train.epochs' largest by default
     time_limit: float | None = None  # seconds
     target: float | None = None      # stop the run once the first objective reaches it
+    seeds: int = 1                   # trainings per config; the objective is their mean
+    seed_penalty: float = 0.0        # objective = mean - c*std (toward worse)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As the file writes it; one seed (the default) leaves both seed options out, so a
+        space without them writes (and logs) what it always did."""
+        out = asdict(self)
+        if self.seeds == 1:
+            del out["seeds"], out["seed_penalty"]
+        return out
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from trainers.options import NONNEG_INT, POS_INT, POSITIVE, Check, Option, interval, one_of
+from trainers.options import NONNEG, NONNEG_INT, POS_INT, POSITIVE, Check, Option, interval, one_of
 
 from . import capabilities as caps
 from .errors import Raw, SpaceError, suggest
@@ -21,6 +21,7 @@ from .yamlio import Locator, Path, segment
 
 O = Option
 MAX_TRIALS = 100_000  # a budget beyond it is a typo (1e23), not a search anyone will wait for
+MAX_SEEDS = 100  # trainings of one config; more is a typo, not a budget
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ BUDGET = Section("budget", {
                                   POSITIVE), nullable=True),
     "target": O("float", None, "stop when the first objective reaches this value",
                 nullable=True),
+    "seeds": O("int", 1, "trainings of every config, each with its own seed, at once (Ray "
+               "tasks of the trial's resources each); the objective is their mean",
+               interval(1, MAX_SEEDS)),
+    "seed_penalty": O("float", 0.0, "c of the objective mean - c*std over the seeds (toward "
+                      "worse: mean + c*std when minimising); needs seeds > 1", NONNEG),
 }, parsers={"time_limit": parse_duration})
 
 SAMPLERS = tuple(caps.SAMPLERS)  # the names, in the registry's order
@@ -313,7 +319,20 @@ def check_combination(objective: list[dict], sampler: dict, pruner: dict, budget
                 raise SpaceError(f"the {sampler['name']} sampler needs a step on every "
                                  "searched float", path=p.spec_path, value=Raw("no step"),
                                  file=loc.file, line=p.line)
+    _check_seeds(budget, pruner, loc)
     for key in ("grace_period", "perturbation_interval"):
         if key in pruner and pruner[key] > budget["max_epochs"]:
             raise loc.error(("pruner", key), f"must not exceed budget.max_epochs "
                             f"({budget['max_epochs']})", pruner[key])
+
+
+def _check_seeds(budget: dict, pruner: dict, loc: Locator) -> None:
+    """budget.seed_penalty only with several seeds (an option with no effect is an error); a
+    population that copies members' checkpoints (PBT) trains one model per member."""
+    if budget["seed_penalty"] and budget["seeds"] == 1:
+        raise loc.error(("budget", "seed_penalty"), "has no effect with budget.seeds 1: "
+                        "set seeds > 1 or leave it out", budget["seed_penalty"])
+    if budget["seeds"] > 1 and caps.PRUNERS[pruner["name"]].mutates:
+        raise loc.error(("budget", "seeds"), f"pruner {pruner['name']} copies one member's "
+                        "model into another and cannot train several seeds per member: use "
+                        "seeds 1 or another pruner", budget["seeds"])

@@ -21,7 +21,7 @@ from typing import Any
 from search.errors import UserError
 from search.lifecycle.plan import spread
 
-from search.tune.searcher import OOM_KEY  # noqa: F401  (the trial reports it)
+from search.tune.keys import OOM_KEY  # noqa: F401  (the trial reports it)
 PREFLIGHT_SECONDS = 300.0  # a GPU worker that does not answer by then is reported, not waited on
 
 
@@ -37,12 +37,19 @@ def placed(plan: Any, nodes: list[dict[str, float]], running: int) -> Any:
     return replace(plan, resources=spread(plan.resources, nodes, running))
 
 
-def placement_line(res: Any, nodes: list[dict[str, float]], running: int) -> str:
-    """What the run says of its GPUs: each trial's request and how they share the GPUs."""
+def placement_line(res: Any, nodes: list[dict[str, float]], running: int,
+                   seeds: int = 1) -> str:
+    """What the run says of its GPUs: each trial's (or, with budget.seeds > 1, each seed's)
+    request and how they share the GPUs; `running` counts trials."""
     whole = sum(int(float(n.get("GPU", 0)) + 1e-9) for n in nodes)
     share = "a GPU of its own" if res.gpu >= 1 else f"{res.gpu:g} of a GPU (also its memory cap)"
-    return (f"GPUs: {running} trial{'s' if running != 1 else ''} at once on {whole} GPU"
-            f"{'s' if whole != 1 else ''}; each holds {res.cpu:g} CPU and {share}")
+    what = f"trial{'s' if running != 1 else ''}"
+    each = "each"
+    if seeds > 1:
+        what += f" of {seeds} seeds"
+        each = "each seed"
+    return (f"GPUs: {running} {what} at once on {whole} GPU"
+            f"{'s' if whole != 1 else ''}; {each} holds {res.cpu:g} CPU and {share}")
 
 
 def train_device(settings: dict) -> str:

@@ -35,10 +35,19 @@ def _describe(nodes: list[Mapping[str, float]]) -> str:
 
 
 def concurrency(res: Resources, cluster: Mapping[str, float],
-                nodes: list[Mapping[str, float]] | None = None) -> int:
+                nodes: list[Mapping[str, float]] | None = None, seeds: int = 1) -> int:
     """How many trials can run at once: the space's max_concurrent, capped by what the cluster
     holds (node by node when `nodes`, the resources of each alive node, are given). A request
-    the cluster can never satisfy is the user's mistake, said before Ray waits for it forever."""
+    the cluster can never satisfy is the user's mistake, said before Ray waits for it forever.
+    A trial of several `seeds` holds `res` once per seed (its bundles may span nodes)."""
+    if seeds > 1:
+        each = concurrency(replace(res, max_concurrent=None), cluster, nodes)
+        if each < seeds:
+            raise UserError(f"budget.seeds: each trial trains {seeds} seeds at once, each with "
+                            f"{res.cpu:g} CPUs and {res.gpu:g} GPUs, but the Ray cluster holds "
+                            f"{each} such at a time; lower budget.seeds or resources")
+        trials = each // seeds
+        return max(1, min(trials, res.max_concurrent)) if res.max_concurrent else trials
     cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     if res.cpu > cpus:
         raise UserError(f"resources.cpu: each trial asks for {res.cpu:g} CPUs but the Ray "

@@ -203,13 +203,14 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     info = pruner_info(space)
     output, run_id, url = exp_dir.parent, run_info["run_id"], run_info["storage_url"]
     nodes = gpus.node_resources()  # a trial must fit one node; GPUs spread, then pack
-    slots = concurrency(plan.resources, cluster, nodes)
+    slots = concurrency(plan.resources, cluster, nodes, plan.budget.seeds)
     # A resumed run has only its trials left to run: fewer at once, a larger share each.
     left = trials_left(study, run_id, plan.budget.trials) if resume and \
         info.uses_searcher else plan.budget.trials
-    plan = gpus.placed(plan, nodes, min(slots, left))
+    # every seed of a trial trains on a GPU share of its own
+    plan = gpus.placed(plan, nodes, min(slots, left) * plan.budget.seeds)
     if plan.resources.gpu:
-        print(gpus.placement_line(plan.resources, nodes, min(slots, left)),
+        print(gpus.placement_line(plan.resources, nodes, min(slots, left), plan.budget.seeds),
               file=stream or sys.stdout)
     gpus.preflight(space, plan)  # torch on a GPU worker can use its GPU
     max_t = plan.budget.max_epochs

@@ -97,6 +97,11 @@ def run_summary(study, run_id: str, objectives: Sequence[Objective], limit: int 
                  + (f"\ntest split: {split}" if split else ""))
     if folds_text(best[0]):
         lines.append(f"trial #{best[0].number}: {folds_text(best[0])}")
+    seeds = "; ".join(f"{o.metric} = {_num(v)}{spread_text(best[0], o.metric)}"
+                      for o, v in zip(objectives, best[0].values or [])
+                      if spread_text(best[0], o.metric))
+    if seeds:
+        lines.append(f"trial #{best[0].number}: {seeds}")
     return "\n".join(lines)
 
 
@@ -108,6 +113,19 @@ def folds_text(trial) -> str | None:
     mean = sum(scores) / len(scores)
     return (f"{trial.user_attrs.get('folds', len(scores))} folds ran; val_accuracy per fold "
             f"{', '.join(_num(v) for v in scores)} (mean {_num(mean)})")
+
+
+def spread_text(trial, metric: str) -> str:
+    """With budget.seeds > 1: " ± std (mean of K seeds: v1, v2, ...)" after the objective's
+    value (the plain mean said when the objective is penalised); "" otherwise."""
+    values = trial.user_attrs.get(f"{metric}_seeds")
+    std = trial.user_attrs.get(f"{metric}_std")
+    if not values or std is None:
+        return ""
+    mean = trial.user_attrs.get(f"{metric}_mean")
+    how = f"penalised from the mean {_num(mean)}; " if mean is not None else "mean of "
+    return (f" ± {_num(std)} ({how}{len(values)} seeds: "
+            f"{', '.join(_num(v) for v in values)})")
 
 
 def continues(trial) -> str:
@@ -127,6 +145,7 @@ def status_text(study, objectives: Sequence[Objective], runs: list[dict]) -> str
         test = t.user_attrs.get(studies.TEST_ACCURACY)
         split = t.user_attrs.get("split")
         lines.append(f"best: trial #{t.number} {objectives[0].metric} = {_num(t.values[0])}"
+                     + spread_text(t, objectives[0].metric)
                      + (f", test_accuracy = {_num(test)}" if test is not None else "")
                      + (f" (split: {split})" if split else "") + continues(t))
         if folds_text(t):
@@ -166,7 +185,8 @@ def best_space(space: Any, config: dict, trial, study_name: str) -> str:
                sampler={"name": "random"}, pruner={"name": "none"},
                resources=written["resources"], tracking=written["tracking"],
                stages=written["stages"])
-    values = ", ".join(f"{_num(v)}" for v in trial.values or [])
+    values = ", ".join(f"{_num(v)}{spread_text(trial, o.metric)}"
+                       for v, o in zip(trial.values or [], space.objectives))
     test = trial.user_attrs.get(studies.TEST_ACCURACY)
     head = (f"# best trial #{trial.number} of study {study_name}: objective {values}"
             + (f", test_accuracy {_num(test)}" if test is not None else "")
@@ -200,14 +220,16 @@ def opening(space: Any, *, output: str | None = None, storage: str | None = None
 
     budget, res = space.budget, space.resources
     folder = output_dir(space.name, output)
-    each = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "") + " each"
+    each = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "") + \
+        (f" for each of {budget.seeds} seeds" if budget.seeds > 1 else " each")
     if address or os.environ.get("RAY_ADDRESS") or res.gpu:
         cap = f"up to {min(res.max_concurrent, budget.trials)}" if res.max_concurrent else \
             "as many as the cluster holds"
         at_once = f"{cap} at a time ({each})"
     else:
         try:
-            slots = concurrency(res, {"CPU": float(cpus or os.cpu_count() or 1)})
+            slots = concurrency(res, {"CPU": float(cpus or os.cpu_count() or 1)},
+                                seeds=budget.seeds)
         except UserError:  # said with its reason once Ray is up
             slots = 1
         at_once = f"up to {min(slots, budget.trials)} at a time ({each}, " \

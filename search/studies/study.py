@@ -30,6 +30,9 @@ TRIAL_DIR = "trial_dir"                # the trial's folder (its checkpoints)
 TEST_ACCURACY = "test_accuracy"        # of the selected model, measured once at the end
 EPOCHS_RUN = "epochs_run"
 HORIZON = "horizon"                    # the epochs the trial was planned to run (train.epochs)
+# budget.seeds > 1 (search/tune/seeds.py): the trial's seeds; per objective also
+# `<metric>_std`, `<metric>_seeds` (each seed's value) and, penalised, `<metric>_mean`
+SEEDS = "seeds"
 # A trial continuing a finished trial to a longer horizon (`search run --extend`,
 # search/lifecycle/extend.py): the number of the trial it continues.
 EXTENDS = "extends"

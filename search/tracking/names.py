@@ -4,6 +4,8 @@ Runs (one experiment per space; `search.kind` tags each run):
     <space> <run id>              the search (kind `search`), parent of
       trial-007 (pruned)          one run per trial (kind `trial`): `trial-NNN` while it runs,
                                   then its state appended: (complete), (pruned), (failed)
+        seed-0, seed-1            with budget.seeds > 1, one run per seed (kind `seed`), with
+                                  that seed's own curves and values
       stages                      the post-search stages (kind `stages`), parent of
         0-best, 1-finetune, ...   one run per stage attempt (kind `stage`)
 
@@ -13,6 +15,8 @@ last "/", custom groups first, alphabetically, then the plain "Model metrics"):
                      epoch/train_loss, epoch/train_accuracy (and any value of the user's own)
     training/<name>  per-epoch training diagnostics: training/lr, training/grad_norm,
                      training/epoch_time, training/samples_per_sec, training/temperature
+    <metric>_std     with budget.seeds > 1: the trial's values are the seeds' means, with the
+                     objective's std over the seeds beside it (a curve and a one-value metric)
     <name>           one value per run, step 0: the objective under its own name (a trial's
                      `val_accuracy` is the value the study got: the selected epoch's; a pruned
                      trial's its last reported value), test_accuracy, num_params,
@@ -34,7 +38,9 @@ GREATER_IS_BETTER = "mlflow.experiment.primaryMetric.greaterIsBetter"
 NOTE = "mlflow.note.content"
 
 TAG_KIND = "search.kind"
-SEARCH, TRIAL, STAGES, STAGE = "search", "trial", "stages", "stage"
+SEARCH, TRIAL, STAGES, STAGE, SEED = "search", "trial", "stages", "stage", "seed"
+TAG_SEED = "search.seed"
+_SEED_KEY = re.compile(r"seed-(\d+)/(.+)")  # one seed's value in a trial's result (seeds.py)
 STAGES_RUN = "stages"  # the name (and key) of the run grouping a search's stages
 
 CURVES, TRAINING = "epoch/", "training/"
@@ -89,6 +95,24 @@ def split_result(metrics: dict[str, float], last: bool = True) \
         else:
             curves[curve_key(key)] = value
     return curves, whole
+
+
+def split_seeds(metrics: dict[str, float]) -> tuple[dict[str, float],
+                                                   dict[int, dict[str, float]]]:
+    """(the trial's own values, each seed's values under their plain names) of one result."""
+    own: dict[str, float] = {}
+    seeds: dict[int, dict[str, float]] = {}
+    for key, value in metrics.items():
+        m = _SEED_KEY.fullmatch(key)
+        if m:
+            seeds.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        else:
+            own[key] = value
+    return own, seeds
+
+
+def seed_run_name(seed: int) -> str:
+    return f"seed-{seed}"
 
 
 def trial_number_text(number: int | None, tune_id: str) -> str:

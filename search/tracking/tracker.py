@@ -16,7 +16,8 @@ from search.studies import study as studies
 from search.studies.study import FIRST_TUNE_ID
 
 from .checkpoints import TopK
-from .names import SEARCH, STAGE, TAG_KIND, TRIAL, split_result, trial_run_name
+from .names import (SEARCH, SEED, STAGE, TAG_KIND, TAG_SEED, TRIAL, seed_run_name,
+                    split_result, split_seeds, trial_run_name)
 from .runs import PARENT, flatten, metrics_of, params_of, stage_key, tags_of, trial_key
 from .spool import Writer, now_ms
 
@@ -59,6 +60,7 @@ class TrialRecord:
     reason: str = ""
     checkpoint: str | None = None  # local folder of the trial's last checkpoint
     kept: bool = False
+    seeds: list = field(default_factory=list)  # budget.seeds > 1: the seeds' child runs
 
 
 class SearchTracker:
@@ -175,7 +177,7 @@ class SearchTracker:
                      stopping: bool = False, skip: tuple[str, ...] = ()) -> None:
         """One report of a trial (normally one epoch). `stopping`: the scheduler ends it here."""
         rec = self.trials.get(tune_id) or self.trial_started(tune_id, {})
-        metrics = metrics_of(result, skip)
+        metrics, seeds = split_seeds(metrics_of(result, skip))
         step = result.get("epoch", result.get("training_iteration", rec.last_step + 1))
         step = int(step) if isinstance(step, (int, float)) else rec.last_step + 1
         rec.last_step, rec.stopped = max(rec.last_step, step), stopping
@@ -201,6 +203,29 @@ class SearchTracker:
         self.writer.write({"op": "batch", "key": rec.key,
                            "metrics": [[k, v, ts, step] for k, v in curves.items()] +
                                       [[k, v, ts, 0] for k, v in whole.items()]})
+        for seed, values in seeds.items():
+            self._seed_result(rec, seed, values, step, last)
+
+    def _seed_result(self, rec: TrialRecord, seed: int, values: dict, step: int,
+                     last: bool) -> None:
+        """One seed's values of a trial's report, in the seed's child run of the trial."""
+        key = f"{rec.key}/seed-{seed}"
+        if key not in rec.seeds:
+            rec.seeds.append(key)
+            self.writer.write({"op": "run", "key": key, "name": seed_run_name(seed),
+                               "parent": rec.key, "start_time": now_ms(),
+                               # no trial tags: what reads trials back skips it
+                               "tags": tags_of({TAG_KIND: SEED, TAG_SEED: seed})})
+        curves, whole = split_result(values, last)
+        ts = now_ms()
+        self.writer.write({"op": "batch", "key": key,
+                           "metrics": [[k, v, ts, step] for k, v in curves.items()] +
+                                      [[k, v, ts, 0] for k, v in whole.items()]})
+
+    def _end_seeds(self, rec: TrialRecord, status: str) -> None:
+        for key in rec.seeds:
+            self.writer.write({"op": "end", "key": key, "status": status,
+                               "end_time": now_ms()})
 
     def trial_ended(self, tune_id: str, *, checkpoint: str | None = None) -> TrialRecord:
         """A trial ended without raising. The study says how, when there is one (the searcher
@@ -244,6 +269,7 @@ class SearchTracker:
             for key in pushed_out:
                 self._drop_checkpoint(key)
         self.writer.write({"op": "batch", "key": rec.key, "tags": tags_of(tags)})
+        self._end_seeds(rec, "FINISHED")
         self.writer.write({"op": "end", "key": rec.key, "status": "FINISHED",
                            "end_time": now_ms(), "name": self._name(rec)})
         return rec
@@ -282,6 +308,7 @@ class SearchTracker:
         rec.state, rec.reason = FAILED, reason.strip()[:1000] or "failed"
         self.writer.write({"op": "batch", "key": rec.key,
                            "tags": tags_of({TAG_STATE: FAILED, TAG_REASON: rec.reason})})
+        self._end_seeds(rec, "FAILED")
         self.writer.write({"op": "end", "key": rec.key, "status": "FAILED",
                            "end_time": now_ms(), "name": self._name(rec)})
         return rec

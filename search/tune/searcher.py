@@ -30,14 +30,11 @@ from search.studies import study as studies
 from search.lifecycle.plan import Objective
 from search.studies.study import FIRST_TUNE_ID, RESUME_FROM  # noqa: F401 - re-exported
 
-FINISHED_KEY = "trial_finished"   # set in a trial's last result when it ended by itself
-FAIL_KEY = "fail_reason"          # set in a trial's last result when it failed
-FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selected epoch
-NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
-OOM_KEY = "out_of_memory"         # in a trial's last result when it ran out of memory
+from search.tune.keys import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY,  # noqa: F401
+                              OOM_KEY)
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
             studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb",
-            studies.HORIZON)
+            studies.HORIZON, studies.SEEDS)
 
 
 def trial_dirname(trial) -> str:
@@ -64,6 +61,20 @@ def unfit_objective(result: dict, objectives: Sequence[Objective]) -> str | None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return f"objective {o.metric} is {v} at the selected epoch"
     return None
+
+
+def seed_attrs(result: dict, objectives: Sequence[Objective]) -> dict:
+    """With budget.seeds > 1 (search/tune/seeds.py): each objective's std over the seeds, its
+    plain mean when penalised, and the seeds' values, as the study's user attrs
+    `<metric>_std`, `<metric>_mean`, `<metric>_seeds`."""
+    out = {}
+    for o in objectives:
+        for key, attr in ((FINAL_PREFIX + o.metric + "_std", o.metric + "_std"),
+                          (FINAL_PREFIX + o.metric + "_mean", o.metric + "_mean"),
+                          (o.metric + "_seeds", o.metric + "_seeds")):
+            if result.get(key) is not None:
+                out[attr] = result[key]
+    return out
 
 
 def conclude(study, number: int, objectives: Sequence[Objective], result: dict | None,
@@ -96,6 +107,8 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
         for key in RECORDED:
             if result.get(key) is not None:
                 trial.set_user_attr(key, result[key])
+        for key, value in seed_attrs(result, objectives).items():
+            trial.set_user_attr(key, value)
         study.tell(number, [float(v) for v in values], state=TrialState.COMPLETE)
         return "COMPLETE"
     trial.set_user_attr(studies.STOPPED_AT_EPOCH, result.get("training_iteration"))

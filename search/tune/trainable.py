@@ -13,6 +13,8 @@ the configuration is too big (search/README.md, "GPUs"); anything else is raised
 retries it (`--retries`) and the searcher marks it FAIL with the line left in
 `fail_reason.txt`. A GPU trial caps its memory at its share of the GPU and gives its cached
 memory back when it ends (search/cluster/gpus.py), and reports the device it trained on.
+With `budget.seeds` K > 1 the trial trains nothing itself: its K seeds train as Ray actors in
+the K bundles of its placement group and it reports their mean (seeds.py).
 """
 from __future__ import annotations
 
@@ -27,8 +29,12 @@ from typing import Any
 
 from search.studies import study as studies
 from search.cluster import gpus
-from search.lifecycle.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
-from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY, RESUME_FROM
+from search.lifecycle.plan import Budget, Objective, Resources, epochs_cap
+from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, NODE_KEY, RESUME_FROM
+from search.tune.outcome import (clean, final_fields, fold_fields, known_failure,  # noqa: F401
+                                 last_epoch_report, one_line, out_of_memory, selected_value)
+from search.tune.seedrun import KNOWN, OOM
+from search.tune.seeds import SeedFailed, train_seeds
 from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
 
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
@@ -48,55 +54,11 @@ class TrialPlan:
     experiment_dir: str = ""  # the Tune experiment folder (trial folders are trial_<id>)
 
 
-def one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def known_failure(err: BaseException) -> bool:
-    """Failures that a retry would only repeat: end the trial as FAIL at once."""
-    from search.errors import UserError
-    from trainers.errors import DivergedError
-
-    kinds = (UserError, DivergedError, FloatingPointError)
-    return isinstance(err, kinds) or out_of_memory(err)
-
-
-def out_of_memory(err: BaseException) -> bool:
-    """CUDA (or host) out of memory: the configuration does not fit its share of the device."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        isinstance(err, MemoryError) or "out of memory" in str(err).lower())
-
-
-def selected_value(result: Any, metric: str) -> float | None:
-    """A metric at the selected epoch (FitResult.best_epoch; the last epoch when unset), or a
-    whole-trial value such as test_accuracy. val_accuracy is FitResult.best_val_accuracy: the
-    same number for one split, and the mean over folds of each fold's best with k-fold."""
-    if metric == "val_accuracy" and getattr(result, "best_val_accuracy", None) is not None:
-        return result.best_val_accuracy
-    if metric in FINAL_METRICS:
-        return getattr(result, metric, None)
-    history = list(getattr(result, "history", []) or [])
-    if not history:
-        return None
-    best = getattr(result, "best_epoch", None)
-    row = next((h for h in history if h.get("epoch") == best), history[-1])
-    return row.get(metric)
-
-
 def node_id() -> str:
     """The Ray node running this trial (hosts may run several nodes; ids are unique)."""
     import ray
 
     return ray.get_runtime_context().get_node_id()
-
-
-def _clean(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items()
-            if isinstance(v, (int, float, str, bool)) or v is None}
 
 
 class EpochReporter:
@@ -124,8 +86,8 @@ class EpochReporter:
             from search.errors import UserError
             raise UserError("report(metrics): metrics must be a dict with the epoch number "
                             f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
-        self.history.append(_clean(metrics))
-        self.last = {**_clean(metrics), "training_iteration": int(metrics["epoch"])}
+        self.history.append(clean(metrics))
+        self.last = {**clean(metrics), "training_iteration": int(metrics["epoch"])}
         if int(metrics["epoch"]) < self.epochs:  # the last epoch waits for finish()
             self._send(self.last)
         return False  # schedulers stop trials through Tune, never through this return
@@ -137,41 +99,6 @@ class EpochReporter:
         gpus.trial_cleanup()
         self.cleaned = True
         self._send({**(self.last or {"training_iteration": 0}), **extra})
-
-
-def last_epoch_report(history: list[dict] | None) -> dict | None:
-    """The report of a run's last epoch, rebuilt from its history: a trial resumed after its
-    last epoch reports no epoch, yet its final report must carry the metrics (PBT and the
-    schedulers require them in every result)."""
-    if not history:
-        return None
-    return {**_clean(history[-1]), "training_iteration": int(history[-1]["epoch"])}
-
-
-def final_fields(result: Any, objectives: tuple[Objective, ...], trial_dir: str) -> dict:
-    out = {FINISHED_KEY: True, "selected_epoch": getattr(result, "best_epoch", None),
-           studies.EPOCHS_RUN: len(getattr(result, "history", []) or []),
-           studies.TEST_ACCURACY: getattr(result, "test_accuracy", None),
-           "num_params": getattr(result, "num_params", None), studies.TRIAL_DIR: trial_dir,
-           "split": getattr(result, "split", None) or None}
-    for o in objectives:
-        value = selected_value(result, o.metric)
-        out[FINAL_PREFIX + o.metric] = float(value) if isinstance(value, (int, float)) \
-            else value
-    out.update(fold_fields(result))
-    return out
-
-
-def fold_fields(result: Any) -> dict:
-    """With k-fold (data.kfold > 1): how many folds ran and each fold's score (its best
-    validation accuracy; the objective val_accuracy is their mean), as the study's user attrs
-    `folds` and `fold_val_accuracy` and as MLflow metrics fold<i>_val_accuracy."""
-    folds = list(getattr(result, "folds", None) or [])
-    if not folds:
-        return {}
-    scores = [float(f.best_val_accuracy) for f in folds]
-    return {"folds": len(folds), "fold_val_accuracy": scores,
-            **{f"fold{i}_val_accuracy": v for i, v in enumerate(scores, 1)}}
 
 
 def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
@@ -190,39 +117,30 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
     reporter = EpochReporter(1, work)
     try:
         try:
-            fit = resolve_fit(plan.fit)  # a worker without the user's module: a FAIL reason
-            torch = sys.modules.get("torch")  # threads whenever the fit uses torch (Ray: 1)
-            if torch is not None:
-                torch.set_num_threads(plan.resources.threads)
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),
                                   plan.budget)
             reporter.epochs = int(settings.get("train", {}).get("epochs", 1))
-            gpus.trial_setup(plan, settings)
-            result = fit(settings, **fit_keywords(fit, dict(
-                report=reporter, checkpoint_dir=str(work), resume_from=_restore(work, config.get(RESUME_FROM)),
-                cpus=plan.resources.threads)))
-            result = fit_result(result, reporter.history)
+            resume_from = _restore(work, config.get(RESUME_FROM))
+            if plan.budget.seeds > 1:  # K trainings at once, each a Ray actor (seeds.py)
+                final, history = train_seeds(plan, settings, reporter, work)
+            else:
+                final, history = _train(plan, settings, reporter, work, resume_from)
         except Exception as err:
-            if out_of_memory(err):
+            kind = err.kind if isinstance(err, SeedFailed) else \
+                OOM if out_of_memory(err) else KNOWN if known_failure(err) else None
+            if kind == OOM:
                 reporter.finish({gpus.OOM_KEY: f"out of memory: {one_line(err)}"})
                 return
-            if known_failure(err):
+            if kind == KNOWN:
                 reporter.finish({FAIL_KEY: one_line(err)})
                 return
             trial_dir.mkdir(parents=True, exist_ok=True)
             (trial_dir / "fail_reason.txt").write_text(one_line(err) + "\n")
             raise
         if reporter.last is None:  # resumed after its last epoch (PBT, a retry): no epoch ran
-            reporter.last = last_epoch_report(getattr(result, "history", None))
-        final = {**final_fields(result, plan.objectives, str(trial_dir)),
-                 **gpus.device_fields(result), studies.HORIZON: reporter.epochs}
-        if any(o.metric == "latency_ms" for o in plan.objectives):
-            from search.lifecycle.latency import latency_ms
-
-            final["latency_ms"] = final[FINAL_PREFIX + "latency_ms"] = latency_ms(
-                settings, getattr(result, "checkpoint", None), plan.resources.threads)
+            reporter.last = last_epoch_report(history)
+        final = {**final, studies.TRIAL_DIR: str(trial_dir), studies.HORIZON: reporter.epochs}
         trial_dir.mkdir(parents=True, exist_ok=True)
-        history = [_clean(row) for row in getattr(result, "history", None) or []]
         (trial_dir / HISTORY_FILE).write_text(json.dumps(history))
         done.write_text(json.dumps({**(reporter.last or {}), **final}))
         reporter.finish(final)
@@ -230,6 +148,27 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         shutil.rmtree(work, ignore_errors=True)
         if not reporter.cleaned:
             gpus.trial_cleanup()
+
+
+def _train(plan: TrialPlan, settings: dict, reporter: EpochReporter, work: Path,
+           resume_from: str | None) -> tuple[dict, list[dict]]:
+    """One training in this process: (the last result's fields, the per-epoch history)."""
+    fit = resolve_fit(plan.fit)  # a worker without the user's module: a FAIL reason
+    torch = sys.modules.get("torch")  # threads whenever the fit uses torch (Ray: 1)
+    if torch is not None:
+        torch.set_num_threads(plan.resources.threads)
+    gpus.trial_setup(plan, settings)
+    result = fit(settings, **fit_keywords(fit, dict(
+        report=reporter, checkpoint_dir=str(work), resume_from=resume_from,
+        cpus=plan.resources.threads)))
+    result = fit_result(result, reporter.history)
+    final = {**final_fields(result, plan.objectives, ""), **gpus.device_fields(result)}
+    if any(o.metric == "latency_ms" for o in plan.objectives):
+        from search.lifecycle.latency import latency_ms
+
+        final["latency_ms"] = final[FINAL_PREFIX + "latency_ms"] = latency_ms(
+            settings, getattr(result, "checkpoint", None), plan.resources.threads)
+    return final, [clean(row) for row in getattr(result, "history", None) or []]
 
 
 def _restore(work: Path, resume_from: str | None = None) -> str | None:
@@ -249,9 +188,12 @@ def _restore(work: Path, resume_from: str | None = None) -> str | None:
 
 
 def _copy_files(src: Path, dest: Path) -> None:
+    """The checkpoint's files, and its seeds' folders (budget.seeds > 1: seeds.py)."""
     for item in src.iterdir():
         if item.is_file():
             shutil.copy2(item, dest / item.name)
+        elif item.is_dir():
+            shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
 
 
 def make_trainable(space: Any, plan: TrialPlan):
@@ -261,4 +203,7 @@ def make_trainable(space: Any, plan: TrialPlan):
     def search_trial(config: dict) -> None:
         run_trial(space, plan, config)
 
+    if plan.budget.seeds > 1:  # an empty head bundle: the seeds' actors hold the K bundles
+        bundles = [{}] + [plan.resources.request()] * plan.budget.seeds
+        return tune.with_resources(search_trial, tune.PlacementGroupFactory(bundles))
     return tune.with_resources(search_trial, plan.resources.request())
