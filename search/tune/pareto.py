@@ -62,7 +62,13 @@ def hypervolume_2d(points: Sequence[Point], ref: Point) -> float:
 
 def crowding(front: Sequence[Point]) -> list[float]:
     """NSGA-II's crowding distance of each point within `front`: the ends of every objective
-    infinite, the others the sum over objectives of the normalised gap between neighbours."""
+    infinite, the others the sum over objectives of the normalised gap between neighbours.
+    Equal points get one distance, that of their value: computed per position, a copy sorted
+    next to a neighbour would outrank its twin, and the tie would not go to the one judged."""
+    unique = list(dict.fromkeys(tuple(p) for p in front))
+    if len(unique) < len(front):
+        shared = dict(zip(unique, crowding(unique)))
+        return [shared[tuple(p)] for p in front]
     n = len(front)
     out = [0.0] * n
     if n == 0:

@@ -30,6 +30,10 @@ def ray_cluster():
         # Four fake GPUs (Ray sets CUDA_VISIBLE_DEVICES; torch sees none): placement tests.
         ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", object_store_memory=200 * 1024 ** 2)
+    import logging
+
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     yield ray.cluster_resources()
     if started:
         ray.shutdown()

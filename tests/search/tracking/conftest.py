@@ -26,21 +26,8 @@ def _few_threads():
     yield
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    import logging
-
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", object_store_memory=200 * 1024 ** 2)
-    for name in ("ray", "ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    yield ray.cluster_resources()
-    if started:
-        ray.shutdown()
+# ray_cluster: tests/search/conftest.py's, the one Ray of a test process (two fixtures of one
+# name each started Ray only if none ran, so which one a module got hung on the order).
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,14 @@ def test_a_diverged_point_is_never_kept_among_finite_ones():
 POINTS = st.lists(st.tuples(st.floats(-10, 10), st.floats(-10, 10)), min_size=1, max_size=12)
 
 
+def test_equal_points_share_one_crowding_distance():
+    """Four copies beside two ends: each copy, judged, ties the others and goes on (a copy's
+    distance once hung on where the sort put it, and every copy judged lost to a twin)."""
+    points = [(0.0, 1.0)] * 4 + [(1.0, 0.0), (-1.0, 3.0)]
+    assert len(set(crowding(points)[:4])) == 1
+    assert all(kept(points, i, 0.5) for i in range(4))
+
+
 @settings(max_examples=60, deadline=None)
 @given(POINTS, st.sampled_from([1 / 2, 1 / 3, 1 / 4]))
 def test_at_least_the_top_share_goes_on(points, fraction):
