@@ -3,7 +3,12 @@ or `--fit`; docs/own-training.md) with a Tune report.
 
 Each epoch's metrics go to `tune.report` with `training_iteration` = the epoch and a Tune
 checkpoint of fit's last.pt/best.pt, so schedulers that pause (HyperBand, PBT) and `search resume`
-can continue a trial. The final epoch's report is held back and sent together with the end of
+can continue a trial. When the scheduler can decide only at some epochs (ASHA's rungs:
+`TrialPlan.report_at`), the epochs between are held and sent with the next report under
+`held_epochs` (the searcher and MLflow record each of them), unless REPORT_EVERY_S passed since
+the last report: a report is a round trip to the driver and a checkpoint copy, which costs more
+than a small model's epoch, while a slow epoch is still reported (and checkpointed) as it ends,
+so a killed run loses at most that much training. The final epoch's report is held back and sent together with the end of
 the trial (test accuracy, size, `trial_finished`, the objective at the selected epoch): a
 scheduler that stops every trial at max_t would otherwise stop it one report before it could
 say it finished. Known failures (the user's mistakes, a diverged loss, a GPU torch cannot use)
@@ -21,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +34,11 @@ from typing import Any
 from search.studies import study as studies
 from search.cluster import gpus
 from search.lifecycle.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
-from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY, RESUME_FROM
+from search.tune.searcher import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, HELD_KEY, NODE_KEY,
+                                  RESUME_FROM)
 from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
 
+REPORT_EVERY_S = 10.0  # an epoch ending this long after the last report is reported anyway
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
 # The per-epoch metrics of the model a finished trial ends with: its own epochs and, for a PBT
 # member that continued another member's checkpoint, that member's epochs before the copy.
@@ -46,6 +54,9 @@ class TrialPlan:
     resources: Resources
     fit: str = DEFAULT_FIT  # "module:function": trainers.fit or one with its contract
     experiment_dir: str = ""  # the Tune experiment folder (trial folders are trial_<id>)
+    # the epochs before the last at which the scheduler decides (search/tune/pruners.py,
+    # decision_epochs); None: every epoch is reported
+    report_at: tuple[int, ...] | None = None
 
 
 def one_line(err: BaseException) -> str:
@@ -99,13 +110,24 @@ def _clean(metrics: dict) -> dict:
             if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-class EpochReporter:
-    """The `report` callable given to fit: forwards each epoch to Tune, holds the last one."""
+def due(epoch: int, report_at: tuple[int, ...] | None, since_s: float) -> bool:
+    """Whether an epoch before the last is reported now (see the module docstring)."""
+    return report_at is None or epoch in report_at or since_s >= REPORT_EVERY_S
 
-    def __init__(self, epochs: int, checkpoint_dir: Path):
+
+class EpochReporter:
+    """The `report` callable given to fit: forwards each epoch to Tune (or holds it for the
+    next report, see `due`), holds the last one."""
+
+    def __init__(self, epochs: int, checkpoint_dir: Path,
+                 report_at: tuple[int, ...] | None = None):
         self.epochs = epochs
         self.checkpoint_dir = checkpoint_dir
-        self.last: dict | None = None
+        self.report_at = report_at
+        self.last: dict | None = None  # the latest epoch's report
+        self.unsent = False  # whether `last` is still to be sent
+        self.held: list[dict] = []  # epochs not sent yet, before `last`
+        self.sent_at = time.monotonic()
         self.history: list[dict] = []  # what a fit that returns no history reported
         self.cleaned = False
 
@@ -113,10 +135,13 @@ class EpochReporter:
         from ray import tune
 
         metrics = {**metrics, NODE_KEY: node_id()}
+        if self.held:
+            metrics[HELD_KEY], self.held = self.held, []
         checkpoint = None
         if any(self.checkpoint_dir.iterdir()):
             checkpoint = tune.Checkpoint.from_directory(str(self.checkpoint_dir))
         tune.report(metrics, checkpoint=checkpoint)
+        self.sent_at = time.monotonic()
 
     def __call__(self, metrics: dict) -> bool:
         epoch = metrics.get("epoch") if isinstance(metrics, dict) else None
@@ -125,9 +150,14 @@ class EpochReporter:
             raise UserError("report(metrics): metrics must be a dict with the epoch number "
                             f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
         self.history.append(_clean(metrics))
-        self.last = {**_clean(metrics), "training_iteration": int(metrics["epoch"])}
-        if int(metrics["epoch"]) < self.epochs:  # the last epoch waits for finish()
+        if self.unsent:  # the previous epoch goes with the next report
+            self.held.append(self.last)
+        epoch = int(metrics["epoch"])
+        self.last, self.unsent = {**_clean(metrics), "training_iteration": epoch}, True
+        if epoch < self.epochs and due(epoch, self.report_at,  # the last waits for finish()
+                                       time.monotonic() - self.sent_at):
             self._send(self.last)
+            self.unsent = False
         return False  # schedulers stop trials through Tune, never through this return
 
     def finish(self, extra: dict) -> None:
@@ -187,7 +217,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
     if not plan.resources.gpu:  # Ray leaves CUDA_VISIBLE_DEVICES alone for GPU-less trials
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     work = Path(tempfile.mkdtemp(prefix="search-ckpt-"))
-    reporter = EpochReporter(1, work)
+    reporter = EpochReporter(1, work, plan.report_at)
     try:
         try:
             fit = resolve_fit(plan.fit)  # a worker without the user's module: a FAIL reason
@@ -224,7 +254,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         history = [_clean(row) for row in getattr(result, "history", None) or []]
         (trial_dir / HISTORY_FILE).write_text(json.dumps(history))
-        done.write_text(json.dumps({**(reporter.last or {}), **final}))
+        held = {HELD_KEY: reporter.held} if reporter.held else {}  # told from this file too
+        done.write_text(json.dumps({**(reporter.last or {}), **held, **final}))
         reporter.finish(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
