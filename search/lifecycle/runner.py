@@ -28,6 +28,7 @@ from search.errors import UserError
 from search.lifecycle.plan import concurrency
 from search.tune.pbt import checkpoints_to_keep
 from search.tune.progress import Progress, TargetStopper
+from search.tune.shared_data import share_data
 from search.tune.pruners import (build_scheduler, decision_epochs, holding_note, pruner_info,
                                 started_at_once)
 from search.lifecycle.runs import (find_run, new_run_id, output_dir, read_run_file, run_space, runs_of,
@@ -249,8 +250,10 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
                                  plan.budget.time_limit, label, options.live, stream,
                                  str(exp_dir), plan.objectives, epochs=max_t))
+    shared = share_data(preflight.first_config(space), default_fit=plan.fit == DEFAULT_FIT,
+                        gpu=plan.resources.gpu)  # small data: loaded once, for every trial
     tuner = tune.Tuner(
-        make_trainable(space, plan), param_space=param_space,
+        make_trainable(space, plan, shared), param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=samples,
             max_concurrent_trials=started, time_budget_s=plan.budget.time_limit,

@@ -37,6 +37,7 @@ from search.lifecycle.plan import FINAL_METRICS, Budget, Objective, Resources, e
 from search.tune.searcher import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, HELD_KEY, NODE_KEY,
                                   RESUME_FROM)
 from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
+from search.tune.shared_data import shared_for
 
 REPORT_EVERY_S = 10.0  # an epoch ending this long after the last report is reported anyway
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
@@ -204,8 +205,9 @@ def fold_fields(result: Any) -> dict:
             **{f"fold{i}_val_accuracy": v for i, v in enumerate(scores, 1)}}
 
 
-def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
-    """The body of one Tune trial (see the module docstring)."""
+def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> None:
+    """The body of one Tune trial (see the module docstring); `shared`: the data the driver
+    loaded for every trial (search/tune/shared_data.py), used when they are this trial's."""
     from ray import tune
 
     # The trial's folder in the run's storage (get_trial_dir() is a temporary staging folder).
@@ -230,7 +232,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
             gpus.trial_setup(plan, settings)
             result = fit(settings, **fit_keywords(fit, dict(
                 report=reporter, checkpoint_dir=str(work), resume_from=_restore(work, config.get(RESUME_FROM)),
-                cpus=plan.resources.threads)))
+                cpus=plan.resources.threads)), **shared_for(shared, settings))
             result = fit_result(result, reporter.history)
         except Exception as err:
             if out_of_memory(err):
@@ -285,11 +287,14 @@ def _copy_files(src: Path, dest: Path) -> None:
             shutil.copy2(item, dest / item.name)
 
 
-def make_trainable(space: Any, plan: TrialPlan):
-    """The Tune trainable with the per-trial resources of the plan."""
+def make_trainable(space: Any, plan: TrialPlan, shared: Any = None):
+    """The Tune trainable with the per-trial resources of the plan; `shared` data (a
+    shared_data.SharedData) go through Ray's object store, put there once."""
     from ray import tune
 
-    def search_trial(config: dict) -> None:
-        run_trial(space, plan, config)
+    def search_trial(config: dict, shared: Any = None) -> None:
+        run_trial(space, plan, config, shared)
 
-    return tune.with_resources(search_trial, plan.resources.request())
+    trainable = search_trial if shared is None else tune.with_parameters(search_trial,
+                                                                          shared=shared)
+    return tune.with_resources(trainable, plan.resources.request())
