@@ -8,10 +8,10 @@ can continue a trial. When the scheduler can decide only at some epochs (ASHA's 
 `held_epochs` (the searcher and MLflow record each of them), unless REPORT_EVERY_S passed since
 the last report: a report is a round trip to the driver and a checkpoint copy, which costs more
 than a small model's epoch, while a slow epoch is still reported (and checkpointed) as it ends,
-so a killed run loses at most that much training. The final epoch's report is held back and sent together with the end of
-the trial (test accuracy, size, `trial_finished`, the objective at the selected epoch): a
-scheduler that stops every trial at max_t would otherwise stop it one report before it could
-say it finished. Known failures (the user's mistakes, a diverged loss, a GPU torch cannot use)
+so a killed run loses at most that much training. The final epoch's report is held back and
+sent together with the end of the trial (test accuracy, size, `trial_finished`, the objective
+at the selected epoch): a scheduler that stops every trial at max_t would otherwise stop it one
+report before it could say it finished. Known failures (the user's mistakes, a diverged loss, a GPU torch cannot use)
 end the trial with a `fail_reason` result and no retry; running out of memory ends it with an
 `out_of_memory` result, which the searcher tells the study as PRUNED so that the sampler learns
 the configuration is too big (search/README.md, "GPUs"); anything else is raised, so Tune
