@@ -3,7 +3,9 @@ count and any class count, with gradient checkpointing and local pretrained weig
 
 The wrappers hold torchvision's own submodules under torchvision's attribute names, so their
 state_dict keys are torchvision's: a torchvision checkpoint loads into them (and theirs into
-torchvision). Nothing is ever downloaded: `weights` is a local state_dict file.
+torchvision). Nothing is ever downloaded: `weights` is a local state_dict file. torchvision is
+imported where a backbone is built: importing it costs about 2 s of CPU (it loads torch._dynamo),
+which the driver and every trial process of another model would pay for nothing.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 from torch import Tensor
 
 from .errors import TrainerError
@@ -44,6 +45,8 @@ def build_resnet(cfg: dict, in_channels: int, num_classes: int,
                  image_size: tuple[int, ...]) -> nn.Module:
     """resnet18 / resnet34 with conv1 taking `in_channels`; `small_input`: 3×3 stride-1 stem
     and no max-pool (for 28-32 px images), else the 7×7 stride-2 stem and max-pool."""
+    import torchvision
+
     tv = getattr(torchvision.models, cfg["name"])(weights=None, num_classes=num_classes)
     if cfg["small_input"] or in_channels != 3:
         k, s, p = (3, 1, 1) if cfg["small_input"] else (7, 2, 3)
@@ -70,6 +73,8 @@ def build_mobilenet(cfg: dict, in_channels: int, num_classes: int,
                     image_size: tuple[int, ...]) -> nn.Module:
     """mobilenet_v3_small(width_mult) with its stem taking `in_channels` (stride 1 when
     `small_input`), dropout p before the last Linear, DropConnect on it."""
+    import torchvision
+
     tv = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes,
                                                width_mult=cfg["width_mult"],
                                                dropout=cfg["dropout"])

@@ -90,9 +90,11 @@ def facts(device: torch.device) -> dict:
 
 def release_memory() -> None:
     """Give the GPU memory a finished run cached back (a reused Ray actor runs the next trial in
-    the same process; its neighbours on the GPU need what this one no longer uses)."""
-    gc.collect()
+    the same process; its neighbours on the GPU need what this one no longer uses). Without a
+    GPU there is nothing to give back: a full collection of a trial process (torch and Ray
+    loaded) costs about half a second, which on small data is more than the trial's training."""
     if torch.cuda.is_initialized():
+        gc.collect()  # tensors held by reference cycles, before the cache is emptied
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 

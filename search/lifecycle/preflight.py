@@ -104,14 +104,21 @@ def uses_user_code(config: dict) -> bool:
     return data.get("dataset") == "factory" or model.get("name") == "factory"
 
 
+def first_config(space: Any) -> dict | None:
+    """The space's first configuration (each parameter at its lowest value or first choice),
+    None when the space is not one of the trainer's settings (a --fit of one's own)."""
+    try:
+        config = space.define_by_run(_Pinned({}))
+    except Exception:
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def check_user_code(space: Any) -> dict | None:
     """TrainerError (one line) when the space's first configuration fails with its user code;
     what was found (input shape, classes, split sizes) otherwise, None without user code."""
-    try:
-        config = space.define_by_run(_Pinned({}))
-    except Exception:  # not a space of the trainer's settings (a --fit of one's own)
-        return None
-    if not isinstance(config, dict) or not uses_user_code(config):
+    config = first_config(space)
+    if config is None or not uses_user_code(config):
         return None
     from trainers.preflight import check_config
 

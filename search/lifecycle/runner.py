@@ -28,7 +28,9 @@ from search.errors import UserError
 from search.lifecycle.plan import concurrency
 from search.tune.pbt import checkpoints_to_keep
 from search.tune.progress import Progress, TargetStopper
-from search.tune.pruners import build_scheduler, holding_note, pruner_info, started_at_once
+from search.tune.shared_data import share_data
+from search.tune.pruners import (build_scheduler, decision_epochs, holding_note, pruner_info,
+                                started_at_once)
 from search.lifecycle.runs import (find_run, new_run_id, output_dir, read_run_file, run_space, runs_of,
                          write_run_file, write_space)
 from search.studies.samplers import build_sampler
@@ -80,6 +82,10 @@ def _plan(space: Any, fit: str, exp_dir: Path) -> tuple[TrialPlan, Any]:
     if fit != DEFAULT_FIT:  # ours needs no check, nor torch's 3 s import on the driver
         resolve_fit(fit)  # a bad --fit is the user's mistake, said once on the driver
     scheduler = build_scheduler(space, objectives, plan.budget.max_epochs)
+    # A target or a time budget stops trials at any epoch, with nothing left to report their
+    # held epochs: those runs report every epoch.
+    if plan.budget.target is None and plan.budget.time_limit is None:
+        plan = replace(plan, report_at=decision_epochs(scheduler, plan.budget.max_epochs))
     return plan, scheduler
 
 
@@ -246,8 +252,10 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
                                  plan.budget.time_limit, label, options.live, stream,
                                  str(exp_dir), plan.objectives, epochs=max_t))
+    shared = share_data(preflight.first_config(space), default_fit=plan.fit == DEFAULT_FIT,
+                        gpu=plan.resources.gpu)  # small data: loaded once, for every trial
     tuner = tune.Tuner(
-        make_trainable(space, plan), param_space=param_space,
+        make_trainable(space, plan, shared), param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=samples,
             max_concurrent_trials=started, time_budget_s=plan.budget.time_limit,

@@ -16,6 +16,8 @@ from typing import Any, Callable
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from search.tune.searcher import epoch_rows
+
 from .backend import probe
 from .report import FinishReport, finish, previous_trials
 from .settings import Settings
@@ -92,7 +94,11 @@ class TrackingCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict,
                         **info) -> None:
         # Tune marks a result done=True when the scheduler decides to stop the trial there;
-        # a trainable that returns by itself ends on a result with done=False.
+        # a trainable that returns by itself ends on a result with done=False. The epochs a
+        # result carries from since the previous one (HELD_KEY) are logged at their own steps.
+        rows = epoch_rows(result)
+        for row in rows[:-1]:
+            self._tracker().trial_result(trial.trial_id, row, skip=TUNE_KEYS)
         self._tracker().trial_result(trial.trial_id, result, stopping=bool(result.get("done")),
                                      skip=TUNE_KEYS)
 

@@ -196,3 +196,24 @@ def build_scheduler(space: Any, objectives: Objective | Sequence[Objective], max
                         f"add an epoch metric ({', '.join(EPOCH_METRICS[:3])}) or use "
                         "pruner none")
     return info.build(section, objs, max(1, int(max_t)), space)
+
+
+def decision_epochs(scheduler: Any, max_t: int) -> tuple[int, ...] | None:
+    """The epochs before the last at which `scheduler` can decide about a trial, when that is
+    only some of them; None when any epoch can matter (median stopping, HyperBand's pauses, PBT,
+    the Pareto rankings, a wrapped scheduler). Ray's ASHA records a trial at its first result at
+    or past each rung and passes every other result by; Tune's FIFO never decides. A trial then
+    need report only there and at its end (search/tune/trainable.py batches the epochs between),
+    which on small data saves most of a run's time: each report is a round trip to the driver."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if type(scheduler) is FIFOScheduler:
+        return ()
+    if type(scheduler) is not ASHAScheduler:
+        return None
+    try:
+        rungs = {math.ceil(m) for b in scheduler._brackets for m, _ in b._rungs}
+    except (AttributeError, TypeError):  # a Ray that keeps its rungs elsewhere: every epoch
+        return None
+    return tuple(sorted(e for e in rungs if 1 <= e < max_t))
+

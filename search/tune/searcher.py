@@ -30,8 +30,8 @@ from search.studies import study as studies
 from search.lifecycle.plan import Objective
 from search.studies.study import FIRST_TUNE_ID, RESUME_FROM  # noqa: F401 - re-exported
 
-from search.tune.keys import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, NODE_KEY,  # noqa: F401
-                              OOM_KEY)
+from search.tune.keys import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, HELD_KEY,  # noqa: F401
+                              NODE_KEY, OOM_KEY)
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
             studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb",
             studies.HORIZON, studies.SEEDS)
@@ -50,6 +50,31 @@ def error_reason(experiment_dir: str | None, tune_id: str) -> str:
             return path.read_text().strip()
     return (f"Ray could not run Tune trial {tune_id} (an error outside training, e.g. its "
             "worker died or its checkpoint was missing); see Tune's error.txt for the trial")
+
+
+def epoch_rows(result: dict | None) -> list[dict]:
+    """The epochs a result tells of, in order: those held since the previous result (each a
+    report of its own: `epoch`, `training_iteration`, the metrics), then the result itself."""
+    if not result:
+        return []
+    held = result.get(HELD_KEY)
+    rows = [r for r in held if isinstance(r, dict)] if isinstance(held, list) else []
+    return rows + [result]
+
+
+def record_epochs(trial, result: dict | None, metric: str, known) -> list[int]:
+    """Report `metric` of each epoch of `result` (epoch_rows) not in `known` (the steps the
+    study has) to the live Optuna `trial`; the steps reported."""
+    done = []
+    for row in epoch_rows(result):
+        value, step = row.get(metric), row.get("training_iteration")
+        if isinstance(step, bool) or not isinstance(step, int) or step in known \
+                or step in done or isinstance(value, bool) \
+                or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        trial.report(float(value), step)
+        done.append(step)
+    return done
 
 
 def unfit_objective(result: dict, objectives: Sequence[Objective]) -> str | None:
@@ -92,6 +117,8 @@ def conclude(study, number: int, objectives: Sequence[Objective], result: dict |
         studies.fail(study, number, str(reason))
         return "FAIL"
     trial = studies.live(study, number)
+    if len(objectives) == 1:  # epochs the searcher never saw (told from the trial's files)
+        record_epochs(trial, result, objectives[0].metric, frozen.intermediate_values)
     if result.get(NODE_KEY):
         trial.set_user_attr(NODE_KEY, result[NODE_KEY])
     if result.get(OOM_KEY):
@@ -275,14 +302,11 @@ class StudySearcher(Searcher):
         if len(self.objectives) > 1:  # Optuna keeps no intermediate values for several
             return
         number = self.number_of(trial_id)
-        value, step = result.get(self.objectives[0].metric), result.get("training_iteration")
-        if number is None or step is None or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or step in self._steps.get(number, ()):
+        if number is None or number in self._ended:  # told before a restart: known here
             return
-        if number in self._ended:  # told before a restart; known without reading the study
-            return
-        self._trial(number).report(float(value), int(step))
-        self._steps.setdefault(number, set()).add(step)
+        steps = self._steps.setdefault(number, set())
+        steps.update(record_epochs(self._trial(number), result, self.objectives[0].metric,
+                                   steps))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:

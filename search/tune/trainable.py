@@ -3,10 +3,15 @@ or `--fit`; docs/own-training.md) with a Tune report.
 
 Each epoch's metrics go to `tune.report` with `training_iteration` = the epoch and a Tune
 checkpoint of fit's last.pt/best.pt, so schedulers that pause (HyperBand, PBT) and `search resume`
-can continue a trial. The final epoch's report is held back and sent together with the end of
-the trial (test accuracy, size, `trial_finished`, the objective at the selected epoch): a
-scheduler that stops every trial at max_t would otherwise stop it one report before it could
-say it finished. Known failures (the user's mistakes, a diverged loss, a GPU torch cannot use)
+can continue a trial. When the scheduler can decide only at some epochs (ASHA's rungs:
+`TrialPlan.report_at`), the epochs between are held and sent with the next report under
+`held_epochs` (the searcher and MLflow record each of them), unless REPORT_EVERY_S passed since
+the last report: a report is a round trip to the driver and a checkpoint copy, which costs more
+than a small model's epoch, while a slow epoch is still reported (and checkpointed) as it ends,
+so a killed run loses at most that much training. The final epoch's report is held back and
+sent together with the end of the trial (test accuracy, size, `trial_finished`, the objective
+at the selected epoch): a scheduler that stops every trial at max_t would otherwise stop it one
+report before it could say it finished. Known failures (the user's mistakes, a diverged loss, a GPU torch cannot use)
 end the trial with a `fail_reason` result and no retry; running out of memory ends it with an
 `out_of_memory` result, which the searcher tells the study as PRUNED so that the sampler learns
 the configuration is too big (search/README.md, "GPUs"); anything else is raised, so Tune
@@ -23,6 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +36,15 @@ from typing import Any
 from search.studies import study as studies
 from search.cluster import gpus
 from search.lifecycle.plan import Budget, Objective, Resources, epochs_cap
-from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, NODE_KEY, RESUME_FROM
+from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, HELD_KEY, NODE_KEY, RESUME_FROM
 from search.tune.outcome import (clean, final_fields, fold_fields, known_failure,  # noqa: F401
                                  last_epoch_report, one_line, out_of_memory, selected_value)
 from search.tune.seedrun import KNOWN, OOM
 from search.tune.seeds import SeedFailed, train_seeds
 from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
+from search.tune.shared_data import shared_for
 
+REPORT_EVERY_S = 10.0  # an epoch ending this long after the last report is reported anyway
 RESULT_FILE = "search_result.json"  # the final result, kept so a restarted trial is not run again
 # The per-epoch metrics of the model a finished trial ends with: its own epochs and, for a PBT
 # member that continued another member's checkpoint, that member's epochs before the copy.
@@ -52,6 +60,9 @@ class TrialPlan:
     resources: Resources
     fit: str = DEFAULT_FIT  # "module:function": trainers.fit or one with its contract
     experiment_dir: str = ""  # the Tune experiment folder (trial folders are trial_<id>)
+    # the epochs before the last at which the scheduler decides (search/tune/pruners.py,
+    # decision_epochs); None: every epoch is reported
+    report_at: tuple[int, ...] | None = None
 
 
 def node_id() -> str:
@@ -61,13 +72,24 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-class EpochReporter:
-    """The `report` callable given to fit: forwards each epoch to Tune, holds the last one."""
+def due(epoch: int, report_at: tuple[int, ...] | None, since_s: float) -> bool:
+    """Whether an epoch before the last is reported now (see the module docstring)."""
+    return report_at is None or epoch in report_at or since_s >= REPORT_EVERY_S
 
-    def __init__(self, epochs: int, checkpoint_dir: Path):
+
+class EpochReporter:
+    """The `report` callable given to fit: forwards each epoch to Tune (or holds it for the
+    next report, see `due`), holds the last one."""
+
+    def __init__(self, epochs: int, checkpoint_dir: Path,
+                 report_at: tuple[int, ...] | None = None):
         self.epochs = epochs
         self.checkpoint_dir = checkpoint_dir
-        self.last: dict | None = None
+        self.report_at = report_at
+        self.last: dict | None = None  # the latest epoch's report
+        self.unsent = False  # whether `last` is still to be sent
+        self.held: list[dict] = []  # epochs not sent yet, before `last`
+        self.sent_at = time.monotonic()
         self.history: list[dict] = []  # what a fit that returns no history reported
         self.cleaned = False
 
@@ -75,10 +97,13 @@ class EpochReporter:
         from ray import tune
 
         metrics = {**metrics, NODE_KEY: node_id()}
+        if self.held:
+            metrics[HELD_KEY], self.held = self.held, []
         checkpoint = None
         if any(self.checkpoint_dir.iterdir()):
             checkpoint = tune.Checkpoint.from_directory(str(self.checkpoint_dir))
         tune.report(metrics, checkpoint=checkpoint)
+        self.sent_at = time.monotonic()
 
     def __call__(self, metrics: dict) -> bool:
         epoch = metrics.get("epoch") if isinstance(metrics, dict) else None
@@ -87,9 +112,14 @@ class EpochReporter:
             raise UserError("report(metrics): metrics must be a dict with the epoch number "
                             f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
         self.history.append(clean(metrics))
-        self.last = {**clean(metrics), "training_iteration": int(metrics["epoch"])}
-        if int(metrics["epoch"]) < self.epochs:  # the last epoch waits for finish()
+        if self.unsent:  # the previous epoch goes with the next report
+            self.held.append(self.last)
+        epoch = int(metrics["epoch"])
+        self.last, self.unsent = {**clean(metrics), "training_iteration": epoch}, True
+        if epoch < self.epochs and due(epoch, self.report_at,  # the last waits for finish()
+                                       time.monotonic() - self.sent_at):
             self._send(self.last)
+            self.unsent = False
         return False  # schedulers stop trials through Tune, never through this return
 
     def finish(self, extra: dict) -> None:
@@ -101,8 +131,9 @@ class EpochReporter:
         self._send({**(self.last or {"training_iteration": 0}), **extra})
 
 
-def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
-    """The body of one Tune trial (see the module docstring)."""
+def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> None:
+    """The body of one Tune trial (see the module docstring); `shared`: the data the driver
+    loaded for every trial (search/tune/shared_data.py), used when they are this trial's."""
     from ray import tune
 
     # The trial's folder in the run's storage (get_trial_dir() is a temporary staging folder).
@@ -114,7 +145,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
     if not plan.resources.gpu:  # Ray leaves CUDA_VISIBLE_DEVICES alone for GPU-less trials
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     work = Path(tempfile.mkdtemp(prefix="search-ckpt-"))
-    reporter = EpochReporter(1, work)
+    reporter = EpochReporter(1, work, plan.report_at)
     try:
         try:
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),
@@ -124,7 +155,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
             if plan.budget.seeds > 1:  # K trainings at once, each a Ray actor (seeds.py)
                 final, history = train_seeds(plan, settings, reporter, work)
             else:
-                final, history = _train(plan, settings, reporter, work, resume_from)
+                final, history = _train(plan, settings, reporter, work, resume_from, shared)
         except Exception as err:
             kind = err.kind if isinstance(err, SeedFailed) else \
                 OOM if out_of_memory(err) else KNOWN if known_failure(err) else None
@@ -142,7 +173,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
         final = {**final, studies.TRIAL_DIR: str(trial_dir), studies.HORIZON: reporter.epochs}
         trial_dir.mkdir(parents=True, exist_ok=True)
         (trial_dir / HISTORY_FILE).write_text(json.dumps(history))
-        done.write_text(json.dumps({**(reporter.last or {}), **final}))
+        held = {HELD_KEY: reporter.held} if reporter.held else {}  # told from this file too
+        done.write_text(json.dumps({**(reporter.last or {}), **held, **final}))
         reporter.finish(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -151,8 +183,9 @@ def run_trial(space: Any, plan: TrialPlan, config: dict) -> None:
 
 
 def _train(plan: TrialPlan, settings: dict, reporter: EpochReporter, work: Path,
-           resume_from: str | None) -> tuple[dict, list[dict]]:
-    """One training in this process: (the last result's fields, the per-epoch history)."""
+           resume_from: str | None, shared: Any = None) -> tuple[dict, list[dict]]:
+    """One training in this process: (the last result's fields, the per-epoch history);
+    `shared`: the driver's data for every trial, passed on when they are this trial's."""
     fit = resolve_fit(plan.fit)  # a worker without the user's module: a FAIL reason
     torch = sys.modules.get("torch")  # threads whenever the fit uses torch (Ray: 1)
     if torch is not None:
@@ -160,7 +193,7 @@ def _train(plan: TrialPlan, settings: dict, reporter: EpochReporter, work: Path,
     gpus.trial_setup(plan, settings)
     result = fit(settings, **fit_keywords(fit, dict(
         report=reporter, checkpoint_dir=str(work), resume_from=resume_from,
-        cpus=plan.resources.threads)))
+        cpus=plan.resources.threads)), **shared_for(shared, settings))
     result = fit_result(result, reporter.history)
     final = {**final_fields(result, plan.objectives, ""), **gpus.device_fields(result)}
     if any(o.metric == "latency_ms" for o in plan.objectives):
@@ -196,14 +229,17 @@ def _copy_files(src: Path, dest: Path) -> None:
             shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
 
 
-def make_trainable(space: Any, plan: TrialPlan):
-    """The Tune trainable with the per-trial resources of the plan."""
+def make_trainable(space: Any, plan: TrialPlan, shared: Any = None):
+    """The Tune trainable with the per-trial resources of the plan; `shared` data (a
+    shared_data.SharedData) go through Ray's object store, put there once."""
     from ray import tune
 
-    def search_trial(config: dict) -> None:
-        run_trial(space, plan, config)
+    def search_trial(config: dict, shared: Any = None) -> None:
+        run_trial(space, plan, config, shared)
 
+    trainable = search_trial if shared is None else tune.with_parameters(search_trial,
+                                                                          shared=shared)
     if plan.budget.seeds > 1:  # an empty head bundle: the seeds' actors hold the K bundles
         bundles = [{}] + [plan.resources.request()] * plan.budget.seeds
-        return tune.with_resources(search_trial, tune.PlacementGroupFactory(bundles))
-    return tune.with_resources(search_trial, plan.resources.request())
+        return tune.with_resources(trainable, tune.PlacementGroupFactory(bundles))
+    return tune.with_resources(trainable, plan.resources.request())

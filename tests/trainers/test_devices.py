@@ -21,7 +21,7 @@ def test_a_named_gpu_torch_cannot_use_is_a_problem_an_empty_list_is_not():
                               "cannot use it: ")
     assert problem.endswith("or set train.device: cpu to train on the CPU")
     prepare(torch.device("cpu"))  # nothing to set up on the CPU
-    release_memory()  # CUDA never initialised here: only garbage collection
+    release_memory()  # CUDA never initialised here: nothing to give back
 
 
 def test_channels_last_and_compile_go_through_fit(monkeypatch):

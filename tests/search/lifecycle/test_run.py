@@ -50,6 +50,12 @@ def test_stopped_trials_are_pruned_with_their_curves(ray_cluster, options, prune
         saved = json.loads((outcome.experiment_dir / f"trial_{t.user_attrs['tune_trial_id']}"
                             / "search_result.json").read_text())
         assert saved["final_val_accuracy"] == t.value
+        if pruner == "asha":  # rungs 1 and 2: epoch 3 went to Tune with the final report
+            rows = [json.loads(line) for line in (
+                outcome.experiment_dir / f"trial_{t.user_attrs['tune_trial_id']}"
+                / "result.json").read_text().splitlines()]
+            assert [r["training_iteration"] for r in rows] == [1, 2, 4]
+            assert [h["epoch"] for h in rows[-1]["held_epochs"]] == [3]
     numbers = [t.number for t in trials]
     assert len(set(numbers)) == len(numbers)
     assert len({t.user_attrs["tune_trial_id"] for t in trials}) == len(trials)
@@ -197,7 +203,7 @@ def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_
     """... and keep_checkpoints: 1 keeps one checkpoint, the same one in MLflow and on disk."""
     from mlflow import MlflowClient
 
-    space = toy_space(name="tracked", trials=3, epochs=1,
+    space = toy_space(name="tracked", trials=3, epochs=2,
                       tracking={"enabled": True, "keep_checkpoints": 1})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     outcome = run_search(space, options(tracking_uri=uri))
@@ -210,6 +216,10 @@ def test_tracking_links_every_trial_to_its_mlflow_run(ray_cluster, options, tmp_
     on_disk = [t.number for t in trials
                if list(Path(t.user_attrs["trial_dir"]).glob("checkpoint_*"))]
     assert in_mlflow == on_disk == [study.best_trial.number]
+    # no pruner: epoch 1 was held and sent with the final report, yet logged at its own step
+    for t in trials:
+        history = client.get_metric_history(t.user_attrs["mlflow_run_id"], "epoch/val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]
 
 
 QUICKSTART = Path(__file__).parents[3] / "spaces" / "quickstart.yaml"

@@ -31,6 +31,23 @@ def test_every_pruner_builds_its_scheduler_in_epochs(name):
         assert (sched._metric, sched._mode) == ("val_accuracy", "max")
 
 
+def test_trials_report_only_where_the_scheduler_can_decide():
+    """ASHA decides at its rungs (of every bracket), FIFO never; any other scheduler may decide
+    at any epoch."""
+    from search.tune.pruners import decision_epochs
+
+    space = toy_space(pruner_name="asha",
+                      pruner={"grace_period": 2, "reduction_factor": 3, "brackets": 2})
+    assert decision_epochs(build_scheduler(space, ACC, max_t=9), 9) == (2, 6)
+    asha = toy_space(pruner_name="asha", epochs=20,
+                     pruner={"grace_period": 5, "reduction_factor": 3})
+    assert decision_epochs(build_scheduler(asha, ACC, max_t=20), 20) == (5, 15)
+    assert decision_epochs(build_scheduler(toy_space(), ACC, max_t=20), 20) == ()
+    for name in ("median", "hyperband"):
+        sched = build_scheduler(toy_space(pruner_name=name), ACC, max_t=20)
+        assert decision_epochs(sched, 20) is None
+
+
 def test_asha_takes_its_settings_from_the_space():
     space = toy_space(pruner_name="asha",
                       pruner={"grace_period": 2, "reduction_factor": 3, "brackets": 2})

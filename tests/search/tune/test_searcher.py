@@ -210,3 +210,24 @@ def test_a_sampled_config_that_breaks_a_rule_is_failed_and_replaced(make, monkey
     monkeypatch.setattr(impossible, "define_by_run", always_broken)
     with pytest.raises(UserError, match="20 sampled configs in a row broke"):
         make(space=impossible, run_id="run-2").suggest("z")
+
+
+def test_epochs_held_between_reports_are_recorded_each_at_its_step(make):
+    """A result carries the epochs since the previous one (held_epochs): the study gets every
+    epoch, from the searcher's results and, for a trial told from its files, from `conclude`."""
+    from search.tune.searcher import HELD_KEY, conclude
+
+    s = make()
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_result("a", {**epoch(2, 0.6), HELD_KEY: [epoch(1, 0.5)]})
+    s.on_trial_complete("a", {**finished(0.8, selected=3, epochs=4),
+                              HELD_KEY: [epoch(3, 0.8)]})
+    s.on_trial_result("b", {**epoch(2, 0.3), HELD_KEY: [epoch(1, 0.2)]})
+    # b's driver died: its last result is told from the trial's search_result.json
+    number = s.number_of("b")
+    conclude(s.study, number, ACC, {**finished(0.5, selected=4, epochs=4),
+                                    HELD_KEY: [epoch(3, 0.45)]})
+    by_tune = {t.user_attrs["tune_trial_id"]: t for t in s.study.trials}
+    assert by_tune["a"].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.8, 4: 0.79}
+    assert by_tune["a"].state == TrialState.COMPLETE and by_tune["a"].value == 0.8
+    assert by_tune["b"].intermediate_values == {1: 0.2, 2: 0.3, 3: 0.45, 4: 0.49}

@@ -79,3 +79,39 @@ def test_a_diverged_toy_trial_raises_the_trainers_error_which_is_not_retried():
     assert known_failure(info.value)  # failed at once, not retried
     assert one_line(info.value) == \
         "DivergedError: training diverged in epoch 1: the training loss is nan"
+
+
+def test_epochs_between_decisions_are_held_and_sent_with_the_next_report(tmp_path, monkeypatch):
+    """With ASHA's rungs at 2 and 4 of 6 epochs, Tune hears of epochs 2, 4 and the end, each
+    report carrying the epochs held since the previous one; a slow epoch is reported anyway."""
+    from ray import tune
+
+    from search.tune import trainable
+    from search.tune.searcher import HELD_KEY
+
+    sent: list[dict] = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: sent.append(metrics))
+    monkeypatch.setattr(trainable, "node_id", lambda: "node")
+    reporter = trainable.EpochReporter(6, tmp_path, report_at=(2, 4))
+    for e in range(1, 6):
+        reporter({"epoch": e, "val_accuracy": e / 10})
+    reporter.finish({"trial_finished": True})
+    assert [r["training_iteration"] for r in sent] == [2, 4, 5]
+    assert [[h["epoch"] for h in r.get(HELD_KEY, [])] for r in sent] == [[1], [3], []]
+    assert sent[-1]["trial_finished"] and sent[0][HELD_KEY][0]["val_accuracy"] == 0.1
+    assert [h["epoch"] for h in reporter.history] == [1, 2, 3, 4, 5]
+
+    sent.clear()  # the last epoch (6) waits for finish; a slow epoch 1 goes at once
+    reporter = trainable.EpochReporter(6, tmp_path, report_at=())
+    reporter.sent_at -= trainable.REPORT_EVERY_S
+    for e in range(1, 7):
+        reporter({"epoch": e, "val_accuracy": e / 10})
+    reporter.finish({"trial_finished": True})
+    assert [r["training_iteration"] for r in sent] == [1, 6]
+    assert [h["epoch"] for h in sent[-1][HELD_KEY]] == [2, 3, 4, 5]
+    every = trainable.EpochReporter(3, tmp_path)  # report_at None: every epoch, as before
+    sent.clear()
+    for e in (1, 2, 3):
+        every({"epoch": e, "val_accuracy": 0.5})
+    every.finish({})
+    assert [r["training_iteration"] for r in sent] == [1, 2, 3] and HELD_KEY not in sent[-1]
