@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -66,8 +67,10 @@ def test_extending_runs_only_the_missing_epochs_and_links_the_trials(ray_cluster
         assert sorted(t.intermediate_values) == [1, 2, 3, 4]  # the whole curve
         assert t.intermediate_values[2] == original.intermediate_values[2]
         assert t.value > original.value
-        rows = (Path(t.user_attrs["trial_dir"]) / "progress.csv").read_text().splitlines()[1:]
-        assert len(rows) == 2  # Tune saw epochs 3 and 4 only
+        with open(Path(t.user_attrs["trial_dir"]) / "progress.csv") as f:
+            seen = [int(row["training_iteration"]) for row in csv.DictReader(f)]
+        # Tune saw epochs 3 and 4 only (3 may come held with 4's report: ASHA decides at 4)
+        assert seen in ([3, 4], [4]), seen
         tags = MlflowClient(uri).get_run(t.user_attrs["mlflow_run_id"]).data.tags
         assert tags["search.extends"] == str(original.number)
         assert tags["search.extends_run"] == original.user_attrs["mlflow_run_id"]
