@@ -16,7 +16,6 @@ quickstart: $(STAMP)
 	$(VENV)/bin/search run spaces/quickstart.yaml
 
 # Two workers on the 2 cores: most tests wait on Ray, servers and subprocesses. A module stays on
-# one worker (its module-scoped search runs once), as does tests/views/ (one session-scoped search);
-# slow modules go first (tests/conftest.py).
+# one worker (its module-scoped search runs once); slow modules go first (tests/conftest.py).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
