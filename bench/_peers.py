@@ -145,18 +145,18 @@ def run_tune(space_path: str, output: str, random: bool) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = _space(space_path)
-    seed, trials = space.seed, space.budget["trials"]
+    seed, trials = space.seed, space.budget.trials
     epochs = int(space.fixed["train"]["epochs"])
     sampler = optuna.samplers.RandomSampler(seed=seed) if random else \
         optuna.samplers.TPESampler(seed=seed,
-                                   n_startup_trials=int(space.sampler["n_startup_trials"]))
+                                   n_startup_trials=int(space.sampler.n_startup_trials))
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     searcher = OptunaSearch(_importable().Define(space_path), metric="val_accuracy",
                             mode="max", sampler=sampler, study_name="peers")
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
-                              grace_period=int(space.pruner["grace_period"]),
-                              reduction_factor=float(space.pruner["reduction_factor"]))
+                              grace_period=int(space.pruner.grace_period),
+                              reduction_factor=float(space.pruner.reduction_factor))
     tuner = tune.Tuner(
         tune.with_resources(_importable()._tune_trainable, {"cpu": 1}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
@@ -174,16 +174,16 @@ def optuna_worker(space_path: str, output: str, worker: int) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = _space(space_path)
-    trials = space.budget["trials"]
+    trials = space.budget.trials
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(str(Path(output, "journal.log"))))
     sampler = optuna.samplers.TPESampler(
-        seed=space.seed * 1000 + worker, n_startup_trials=int(space.sampler["n_startup_trials"]))
+        seed=space.seed * 1000 + worker, n_startup_trials=int(space.sampler.n_startup_trials))
     pruner = optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=int(space.pruner["grace_period"]),
-        reduction_factor=int(space.pruner["reduction_factor"]))
+        min_resource=int(space.pruner.grace_period),
+        reduction_factor=int(space.pruner.reduction_factor))
     study = optuna.create_study(study_name="peers", storage=storage, sampler=sampler,
                                 pruner=pruner, direction="maximize", load_if_exists=True)
 

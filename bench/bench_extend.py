@@ -63,7 +63,7 @@ def one_seed(args, seed: int, tmp: str) -> dict:
     extended, wall_ext = run(space(f"ext{seed}", keep, 2 * args.epochs), Path(tmp, "ext"),
                              args, extend=True)
     epochs = first["epochs"] + extended["epochs"]
-    return {"seed": seed, "trials": args.trials, "epochs_short": args.epochs,
+    return {"seed": seed, "trials": args.trials, "subsample": args.subsample, "epochs_short": args.epochs,
             "epochs_long": 2 * args.epochs, "continued": keep,
             "fresh_epochs": fresh["epochs"], "fresh_best_val": fresh["best_val"],
             "fresh_best_test": fresh["best_test"],
@@ -103,8 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12, help="E: the short search's epochs")
     parser.add_argument("--cpus", type=int, default=None)
     parser.add_argument("--fit", default="trainers:fit")
+    parser.add_argument("--subsample", type=int, default=0,
+                        help="train on a fixed, seeded N of the training images (sets --fit "
+                             "to bench._peers:fit, bench/_peers.py)")
     parser.add_argument("--results", type=Path, help="append one JSON row per seed here")
     args = parser.parse_args(argv)
+    if args.subsample:
+        import os
+
+        args.fit = "bench._peers:fit"
+        os.environ["PEERS_TRAIN_SUBSAMPLE"] = str(args.subsample)  # read by the trials
     start_ray(args.cpus)
     met = 0
     for seed in args.seeds:

@@ -50,11 +50,12 @@ def largest_model(space) -> int:
                                         image_size=data.image_size))
 
 
-def hypervolume(points: list[tuple[float, float]], largest: int) -> float:
+def hypervolume(points: list[tuple[float, float]], largest: int,
+                accuracy_ref: float = ACCURACY_REF) -> float:
     from search.tune.pareto import hypervolume_2d
 
     return hypervolume_2d([(-acc, params) for acc, params in points],
-                          (-ACCURACY_REF, 1.1 * largest))
+                          (-accuracy_ref, 1.1 * largest))
 
 
 def run_arm(args, pruner: dict, seed: int, tmp: str) -> dict:
@@ -72,13 +73,14 @@ def run_arm(args, pruner: dict, seed: int, tmp: str) -> dict:
                     objective=OBJECTIVES, pruner=pruner, seed=seed, train=train)
     start = time.time()
     outcome = run_search(space, RunOptions(output=str(Path(tmp, name)), new=True, live=False,
-                                           retries=0, cpus=args.cpus))
+                                           retries=0, cpus=args.cpus, fit=args.fit))
     study = studies.load_study(studies.open_storage(outcome.storage_url), space.name)
     trials = studies.of_run(study.trials, outcome.run_id)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     epochs = sum(int(t.user_attrs.get("epochs_run") or t.user_attrs.get("stopped_at_epoch")
                      or 0) for t in trials)
     return {"arm": pruner["name"], "pruner": pruner, "seed": seed, "trials": len(trials),
+            "subsample": args.subsample,
             "complete": len(complete),
             "pruned": sum(t.state.name == "PRUNED" for t in trials),
             "epochs": epochs, "wall_s": round(time.time() - start, 1),
@@ -138,12 +140,18 @@ def main() -> int:
     ap.add_argument("--pruner", default=None,
                     help='the pruned arm\'s section as JSON; default: the space\'s own')
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--subsample", type=int, default=0,
+                    help="train on a fixed, seeded N of the training images (bench/_peers.py)")
+    ap.add_argument("--accuracy-ref", type=float, default=ACCURACY_REF,
+                    help="the reference point's accuracy (lower it with --subsample)")
     ap.add_argument("--results", type=Path)
     args = ap.parse_args()
+    args.fit = "bench._peers:fit"
+    os.environ["PEERS_TRAIN_SUBSAMPLE"] = str(args.subsample)  # read in the trial processes
     from spaces import load_space
 
     space = load_space(Path(args.space).read_text(), filename=args.space)
-    pruned = json.loads(args.pruner) if args.pruner else dict(space.pruner)
+    pruned = json.loads(args.pruner) if args.pruner else space.pruner.as_dict()
     largest = largest_model(space)
     rows = []
     if args.results and args.results.is_file():
@@ -153,8 +161,8 @@ def main() -> int:
         for seed in args.seeds:
             for pruner in ({"name": "none"}, pruned):
                 if any(r["seed"] == seed and r["pruner"] == pruner
-                       and r.get("trials") == (args.trials or space.budget["trials"])
-                       for r in rows):
+                       and r.get("trials") == (args.trials or space.budget.trials)
+                       and r.get("subsample", 0) == args.subsample for r in rows):
                     continue
                 row = run_arm(args, pruner, seed, tmp)
                 rows.append(row)
@@ -166,10 +174,12 @@ def main() -> int:
     print("| seed | HV none | HV pruned | ratio | epochs none | epochs pruned | share |")
     print("|---|---|---|---|---|---|---|")
     for seed in args.seeds:
-        none = next(r for r in rows if r["seed"] == seed and r["arm"] == "none")
-        mine = next(r for r in rows if r["seed"] == seed and r["pruner"] == pruned)
-        hv_none = hypervolume([tuple(p) for p in none["points"]], largest)
-        hv_mine = hypervolume([tuple(p) for p in mine["points"]], largest)
+        none = next(r for r in rows if r["seed"] == seed and r["arm"] == "none"
+                    and r.get("subsample", 0) == args.subsample)
+        mine = next(r for r in rows if r["seed"] == seed and r["pruner"] == pruned
+                    and r.get("subsample", 0) == args.subsample)
+        hv_none = hypervolume([tuple(p) for p in none["points"]], largest, args.accuracy_ref)
+        hv_mine = hypervolume([tuple(p) for p in mine["points"]], largest, args.accuracy_ref)
         ratio = hv_mine / hv_none if hv_none > 0 else float("nan")
         share = mine["epochs"] / none["epochs"]
         ratios.append(ratio)

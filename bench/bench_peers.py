@@ -206,7 +206,7 @@ def main() -> int:
     from spaces import load_space
 
     base = load_space(args.space)
-    args.trials = args.trials or base.budget["trials"]
+    args.trials = args.trials or base.budget.trials
     args.epochs = args.epochs or base.fixed["train"]["epochs"]
     size = (args.trials, args.epochs, args.subsample, args.tracking)
     rows = [r for r in read_rows(args.results)  # a failed run is run again

@@ -327,6 +327,12 @@ class SearchTracker:
             return 0
         ended = {"COMPLETE": (COMPLETE, "FINISHED"), "PRUNED": (PRUNED, "FINISHED"),
                  "FAIL": (FAILED, "FAILED")}
+        seed_runs: dict[str, list[str]] = {}  # a trial's key -> its seeds' RUNNING runs
+        for run in runs:
+            tags = run.data.tags
+            if tags.get(TAG_KIND) == SEED and run.info.status == "RUNNING":
+                key = tags.get("search.key", "")
+                seed_runs.setdefault(key.rsplit("/", 1)[0], []).append(key)
         done = 0
         for run in runs:
             tags = run.data.tags
@@ -344,6 +350,9 @@ class SearchTracker:
                 if state != FAILED and trial.values else []
             self.writer.write({"op": "batch", "key": tags["search.key"],
                                "tags": tags_of(values), "metrics": objective})
+            for key in seed_runs.get(tags["search.key"], []):
+                self.writer.write({"op": "end", "key": key, "status": status,
+                                   "end_time": now_ms()})
             self.writer.write({"op": "end", "key": tags["search.key"], "status": status,
                                "end_time": now_ms(),
                                "name": trial_run_name(int(number), tags.get(TAG_TUNE_ID, ""),
