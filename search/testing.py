@@ -90,7 +90,7 @@ def known_work_fit(config: dict, *, report: Callable[[dict], Any] | None = None,
     log = toy.get("log") or os.environ.get(ENV_LOG)
     if log:  # one line per call: tests count (re)starts, benchmarks time the first one
         with open(log, "a") as f:
-            f.write(json.dumps({"lr": lr, "start": start, "pid": os.getpid(),
+            f.write(json.dumps({"lr": lr, "start": start, "seed": seed, "pid": os.getpid(),
                                 "t": time.time(),
                                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
     _meet(toy.get("meet") or os.environ.get(ENV_MEET))

