@@ -39,7 +39,10 @@ def run(space, output: Path, args, *, extend: bool = False) -> tuple[dict, float
         trained += len(t.intermediate_values) - (len(before.intermediate_values)
                                                  if before is not None else 0)
     best = studies.best_trials(study)[0]
+    complete = sum(t.state.name == "COMPLETE" for t in studies.of_run(study.trials,
+                                                                        outcome.run_id))
     return ({"epochs": trained, "best_val": best.values[0], "best_number": best.number,
+             "complete": complete,
              "best_test": best.user_attrs.get("test_accuracy"),
              "best_extends": best.user_attrs.get("extends")}, time.time() - start)
 
@@ -52,14 +55,17 @@ def one_seed(args, seed: int, tmp: str) -> dict:
 
     def space(name: str, trials: int, epochs: int):
         train = {**(data.get("train") or {}), "seed": seed, "epochs": epochs}
+        pruner = {"pruner": json.loads(args.pruner)} if args.pruner else {}
         return variant(args.space, name=name, trials=trials, epochs=epochs, seed=seed,
-                       train=train)
+                       train=train, **pruner)
 
     fresh, wall_fresh = run(space(f"fresh{seed}", args.trials, 2 * args.epochs),
                             Path(tmp, "fresh"), args)
     short = space(f"ext{seed}", args.trials, args.epochs)
     first, wall_first = run(short, Path(tmp, "ext"), args)
-    keep = max(1, math.ceil(keep_share(short) * args.trials))
+    # the pruner's share, of the trials that can continue (COMPLETE): no new trial runs
+    keep = max(1, min(args.keep or math.ceil(keep_share(short) * args.trials),
+                      first["complete"]))
     extended, wall_ext = run(space(f"ext{seed}", keep, 2 * args.epochs), Path(tmp, "ext"),
                              args, extend=True)
     epochs = first["epochs"] + extended["epochs"]
@@ -68,6 +74,7 @@ def one_seed(args, seed: int, tmp: str) -> dict:
             "fresh_epochs": fresh["epochs"], "fresh_best_val": fresh["best_val"],
             "fresh_best_test": fresh["best_test"],
             "short_epochs": first["epochs"], "short_best_val": first["best_val"],
+            "short_complete": first["complete"], "pruner": short.pruner.name,
             "extension_epochs": extended["epochs"], "extended_best_val": extended["best_val"],
             "extended_best_test": extended["best_test"],
             "extended_best_is_continuation": extended["best_extends"] is not None,
@@ -106,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subsample", type=int, default=0,
                         help="train on a fixed, seeded N of the training images (sets --fit "
                              "to bench._peers:fit, bench/_peers.py)")
+    parser.add_argument("--pruner", help="the space's pruner section as JSON (default: its own)")
+    parser.add_argument("--keep", type=int, help="trials continued (default: the pruner's "
+                                                 "share of the trials, search/README.md)")
     parser.add_argument("--results", type=Path, help="append one JSON row per seed here")
     args = parser.parse_args(argv)
     if args.subsample:
