@@ -41,6 +41,14 @@ def _log(row: dict) -> None:
             f.write(json.dumps({"t": time.time(), **row}) + "\n")
 
 
+def subsampled_fit(n: int) -> str:
+    """The `--fit` of a benchmark that trains on n training images (0: all of them): this
+    module's fit, with $PEERS_TRAIN_SUBSAMPLE set here, before Ray starts, so that every
+    trial process inherits it."""
+    os.environ[ENV_SUBSAMPLE] = str(n or 0)
+    return "bench._peers:fit"
+
+
 def _subsampled(config: dict):
     """The config's data with the training split cut to $PEERS_TRAIN_SUBSAMPLE images."""
     n = int(os.environ.get(ENV_SUBSAMPLE) or 0)

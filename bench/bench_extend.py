@@ -119,10 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="append one JSON row per seed here")
     args = parser.parse_args(argv)
     if args.subsample:
-        import os
+        from _peers import subsampled_fit
 
-        args.fit = "bench._peers:fit"
-        os.environ["PEERS_TRAIN_SUBSAMPLE"] = str(args.subsample)  # read by the trials
+        args.fit = subsampled_fit(args.subsample)
     start_ray(args.cpus)
     met = 0
     for seed in args.seeds:

@@ -146,8 +146,9 @@ def main() -> int:
                     help="the reference point's accuracy (lower it with --subsample)")
     ap.add_argument("--results", type=Path)
     args = ap.parse_args()
-    args.fit = "bench._peers:fit"
-    os.environ["PEERS_TRAIN_SUBSAMPLE"] = str(args.subsample)  # read in the trial processes
+    from _peers import subsampled_fit
+
+    args.fit = subsampled_fit(args.subsample)
     from spaces import load_space
 
     space = load_space(Path(args.space).read_text(), filename=args.space)
@@ -189,7 +190,8 @@ def main() -> int:
     r, s = statistics.median(ratios), statistics.median(shares)
     print(f"median: hypervolume {r:.3f} of no pruning ({'met' if r >= 0.95 else 'missed'}: "
           f">= 0.95), epochs {s:.2f} ({'met' if s <= 0.5 else 'missed'}: <= 0.50); "
-          f"largest model {largest:,} weights; load {os.getloadavg()[0]:.1f}")
+          f"largest model {largest:,} weights; reference accuracy {args.accuracy_ref}; "
+          f"training subsample {args.subsample or 'none'}; load {os.getloadavg()[0]:.1f}")
     return 0
 
 

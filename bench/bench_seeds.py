@@ -89,8 +89,9 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--results", type=Path)
     args = ap.parse_args()
-    args.fit = "bench._peers:fit"
-    os.environ["PEERS_TRAIN_SUBSAMPLE"] = str(args.subsample)  # read in the trial processes
+    from _peers import subsampled_fit
+
+    args.fit = subsampled_fit(args.subsample)
     rows = []
     if args.results and args.results.is_file():
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
