@@ -2,15 +2,16 @@
 
 `data: {dataset: factory, factory: "pkg.mod:fn", kwargs: {...}}` calls fn(**kwargs), which returns
 
-* one pool, split by `load_data` (seeded, stratified): `(samples, labels)` or a torch Dataset of
-  `(sample, label)`;
+* one pool, split by `load_data` (seeded, stratified): `(samples, labels)` (tensors, numpy
+  arrays, pandas frames or columns) or a torch Dataset (or list) of `(sample, label)`;
 * or its own parts: a mapping (or an object with attributes) `train`, `test` and optionally `val`,
   each `(samples, labels)` or a Dataset. The test part is the test split; a missing `val` is
   carved from `train` (seeded by data.split_seed, stratified).
 
 Samples are N×F rows, N×C×L sequences or N×C×H×W images (`sources.from_tensors`). Every mistake
-(a generator, a class, a dict without the parts, float labels, object arrays, lengths that do
-not match, parts of different shapes) is one TrainerError line naming `data.factory`. Pure
+(a generator, a class, a dict without the parts, a table returned alone, float or string labels,
+labels of one class, object arrays, lengths that do not match, parts of different shapes, a
+Dataset that raises) is one TrainerError line naming `data.factory`. Pure
 torch, so a search's driver calls it before any trial starts (search/lifecycle/preflight.py).
 """
 from __future__ import annotations
@@ -89,9 +90,39 @@ class _Joined(Dataset):
         raise IndexError(i)
 
 
+def _array(value: Any) -> Any:
+    """A pandas (or polars) frame or column as its numpy array; anything else as it is."""
+    to_numpy = getattr(value, "to_numpy", None)
+    if not callable(to_numpy) or isinstance(value, Tensor):
+        return value
+    array = to_numpy()
+    writeable = getattr(getattr(array, "flags", None), "writeable", True)
+    return array if writeable else array.copy()  # torch shares memory with what it converts
+
+
+def _no_string_labels(labels: Any, where: str) -> None:
+    """TrainerError when the labels are names rather than class indices."""
+    try:
+        first = labels[0] if len(labels) else None
+    except Exception:  # noqa: BLE001 - not a sequence: the tensor check says what it is
+        return
+    if isinstance(first, (str, bytes)):
+        raise TrainerError(f"{where}: the labels are strings ({str(first)!r}, ...); map "
+                           "them to class indices 0..C-1 (e.g. sklearn.preprocessing."
+                           "LabelEncoder) and keep the names for your own reports")
+
+
+def _failing(where: str, what: str, err: Exception) -> TrainerError:
+    text = str(err).strip().splitlines()
+    return TrainerError(f"{where}: {what}: {type(err).__name__}"
+                        f"{': ' + text[0] if text else ''}")
+
+
 def _labels(labels: Tensor, n: int, where: str) -> Tensor:
+    if labels.dtype == torch.bool:  # a binary task's labels: False is class 0, True class 1
+        labels = labels.long()
     if labels.dim() != 1 or len(labels) != n or labels.is_floating_point() \
-            or labels.dtype in (torch.bool, torch.complex64, torch.complex128):
+            or labels.dtype in (torch.complex64, torch.complex128):
         raise TrainerError(f"{where}: labels must be a 1-D integer tensor of {n} labels, got "
                            f"{labels.dtype} of shape {tuple(labels.shape)}")
     if n == 0 or int(labels.min()) < 0:
@@ -106,7 +137,10 @@ def _from_dataset(ds: Any, where: str) -> Source:
         raise TrainerError(f"{where}: the Dataset has no len(): {err}") from err
     if n == 0:
         raise TrainerError(f"{where} returned an empty Dataset")
-    first = ds[0]
+    try:
+        first = ds[0]
+    except Exception as err:  # noqa: BLE001 - the user's Dataset: whatever it raises
+        raise _failing(where, "reading sample 0 of the Dataset failed", err) from err
     if not isinstance(first, (tuple, list)) or len(first) != 2:
         raise TrainerError(f"{where}: the Dataset must yield (sample, label) pairs, got "
                            f"{type(first).__name__} for sample 0")
@@ -115,7 +149,18 @@ def _from_dataset(ds: Any, where: str) -> Source:
     if targets is not None and len(targets) == n:
         raw = torch.as_tensor(targets)
     else:  # one pass over the samples to stratify
-        raw = torch.as_tensor([ds[i][1] for i in range(n)])
+        raw = []
+        for i in range(n):
+            try:
+                raw.append(_array(ds[i][1]))
+            except Exception as err:  # noqa: BLE001 - the user's Dataset
+                raise _failing(where, f"reading sample {i} of the Dataset failed", err) \
+                    from err
+    _no_string_labels(raw, where)
+    try:
+        raw = torch.as_tensor(raw)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise _failing(where, "the Dataset's labels are not class indices", err) from err
     labels = _labels(raw, n, where)
     n_classes = max(int(labels.max()) + 1, len(getattr(ds, "classes", None) or []))
     return Source(labels=labels, num_classes=n_classes, shape=shape,
@@ -126,13 +171,18 @@ def _one(out: Any, where: str) -> Source:
     """One pool or part: (samples, labels) or a Dataset."""
     if inspect.isclass(out):
         raise TrainerError(f"{where} returned {_kind(out)}; expected {_EXPECTED}")
+    if isinstance(out, (tuple, list)) and len(out) != 2 and out \
+            and isinstance(out[0], (tuple, list)) and len(out[0]) == 2:
+        return _from_dataset(out, where)  # a list of (sample, label) pairs
     if isinstance(out, (tuple, list)):
         if len(out) != 2:
             raise TrainerError(f"{where} returned a {type(out).__name__} of {len(out)} items; "
                                f"expected (samples, labels)")
+        x, y = _array(out[0]), _array(out[1])
+        _no_string_labels(y, where)
         try:
-            x, y = torch.as_tensor(out[0]), torch.as_tensor(out[1])
-        except (TypeError, ValueError, RuntimeError) as err:
+            x, y = torch.as_tensor(x), torch.as_tensor(y)
+        except (TypeError, ValueError, RuntimeError, LookupError) as err:
             raise TrainerError(f"{where}: (samples, labels) are not numeric tensors or arrays "
                                f"(object arrays are not): {err}") from err
         if x.dim() == 0 or len(x) != (len(y) if y.dim() else -1):
@@ -140,6 +190,10 @@ def _one(out: Any, where: str) -> Source:
                                f"{len(y) if y.dim() else 0} labels; expected one label per "
                                f"sample")
         return from_tensors(x, _labels(y, len(x), where), where)
+    if callable(getattr(out, "to_numpy", None)) and hasattr(out, "columns"):
+        raise TrainerError(f"{where} returned a {type(out).__name__} (a table); return "
+                           "(features, labels), e.g. (df.drop(columns='label').to_numpy("
+                           "'float32'), df['label'].to_numpy())")
     if isinstance(out, Dataset) or (hasattr(out, "__getitem__") and hasattr(out, "__len__")
                                     and not isinstance(out, (str, bytes, Mapping))):
         return _from_dataset(out, where)
@@ -196,13 +250,24 @@ def check_factory_output(out: Any, spec: str) -> Source:
     where = f"data.factory: {spec}"
     parts = _parts_of(out)
     if parts is None:
-        return _one(out, where)
+        return _two_classes(_one(out, where), where)
     if any(k not in PARTS for k in parts) or "train" not in parts or "test" not in parts:
         raise TrainerError(f"{where} returned parts {sorted(map(str, parts))}; expected the "
                            f"parts train, test and optionally val (or one pool: (samples, "
                            f"labels) or a Dataset)")
     sources = {k: _one(parts[k], f"{where} (part {k!r})") for k in PARTS if k in parts}
+    _two_classes(sources["train"], f"{where} (part 'train')")
     return _join(sources, where)
+
+
+def _two_classes(source: Source, where: str) -> Source:
+    """The source, unless its labels hold one class: a classifier of one class learns nothing
+    and scores 100%, which a search would report as its best."""
+    found = torch.unique(source.labels)
+    if len(found) < 2:
+        raise TrainerError(f"{where}: every sample has label {int(found[0])}; classification "
+                           "needs at least two classes")
+    return source
 
 
 def load_factory(cfg: dict) -> Source:

@@ -72,7 +72,68 @@ def parts_object():
     return Parts()
 
 
+# ------------------------------------------- what users return that is right, in other types
+def pandas_pair():
+    """A feature table and its label column, as pandas reads them from a CSV."""
+    import pandas as pd
+
+    x, y = tabular(60)
+    return pd.DataFrame(x.numpy(), columns=[f"f{i}" for i in range(6)]), pd.Series(y.numpy())
+
+
+def list_of_pairs():
+    x, y = tabular(60)
+    return [(x[i].numpy(), int(y[i])) for i in range(60)]
+
+
+def bool_labels():
+    x, y = tabular(60, classes=2)
+    return x, y.bool()
+
+
 # ---------------------------------------------------------------- factories that get it wrong
+def a_table():
+    import pandas as pd
+
+    x, y = tabular(30)
+    frame = pd.DataFrame(x.numpy())
+    frame["label"] = y.numpy()
+    return frame
+
+
+def string_labels():
+    x, y = tabular(30)
+    return x.numpy(), np.array(["cat", "dog", "eel"])[y.numpy()]
+
+
+def one_class():
+    x, _ = tabular(30)
+    return x, torch.zeros(30, dtype=torch.long)
+
+
+def train_of_one_class():
+    x, y = tabular(60)
+    return {"train": (x[:30], torch.zeros(30, dtype=torch.long)), "test": (x[30:], y[30:])}
+
+
+def nan_rows():
+    x, y = tabular(30)
+    x[[4, 9], 2] = float("nan")
+    return x, y
+
+
+class Broken(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 30
+
+    def __getitem__(self, i: int):
+        raise OSError(f"/mnt/data/{i}.npy: stale file handle")
+
+
+def broken_dataset():
+    return Broken()
+
+
 def wrong_keys():
     x, y = tabular(30)
     return {"X": x, "y": y}

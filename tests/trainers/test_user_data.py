@@ -118,6 +118,14 @@ MISTAKES = [
     ("a_class", r"returned the class TensorDataset \(return an instance of it\)"),
     ("raises", r"calling shaped_data:raises\(\) failed: FileNotFoundError: /data/signals\.npz"),
     ("short_labels", r"30 samples but 20 labels; expected one label per sample"),
+    ("a_table", r"returned a DataFrame \(a table\); return \(features, labels\)"),
+    ("string_labels", r"the labels are strings \('cat', \.\.\.\); map them to class "
+                      r"indices 0\.\.C-1"),
+    ("one_class", r"every sample has label 0; classification needs at least two classes"),
+    ("train_of_one_class", r"\(part 'train'\): every sample has label 0"),
+    ("nan_rows", r"2 samples contain NaN or infinite values \(the first is sample 4\)"),
+    ("broken_dataset", r"reading sample 0 of the Dataset failed: OSError: /mnt/data/0\.npy: "
+                       r"stale file handle$"),
 ]
 
 
@@ -126,6 +134,19 @@ def test_each_data_factory_mistake_is_one_line(factory, message):
     with pytest.raises(TrainerError, match=r"^data\.factory: " + r".*" + message) as err:
         check_config(_config({"factory": f"{MOD}:{factory}"}, {"name": "mlp"}))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("factory", ["pandas_pair", "list_of_pairs", "bool_labels"])
+def test_a_factory_may_return_pandas_a_list_of_pairs_or_boolean_labels(factory):
+    """What a user holds after reading a CSV or writing a loop: taken as it is, not refused."""
+    import shaped_data
+
+    expected = shaped_data.tabular(60, classes=2 if factory == "bool_labels" else 3)
+    found = check_config(_config({"factory": f"{MOD}:{factory}"}, {"name": "mlp"}))
+    assert found["input_shape"] == (6,) and found["num_classes"] == len(expected[1].unique())
+    d = load_data({"dataset": "factory", "factory": f"{MOD}:{factory}"})
+    labels = torch.cat([d.train.y, d.val.y, d.test.y])
+    assert sorted(labels.tolist()) == sorted(expected[1].tolist())
 
 
 def test_a_model_with_the_wrong_number_of_classes_is_one_line():
