@@ -141,6 +141,14 @@ class DatasetSplit:
 Split = Union[TensorSplit, DatasetSplit]
 
 
+def lone_last(split: Split, batch_size: int) -> bool:
+    """Whether the split's last training batch would hold one sample: training drops it.
+    BatchNorm cannot normalise a batch of one in training mode (every trial whose searched
+    batch size left one sample over would fail), and one sample's step is mostly noise."""
+    n = len(split)
+    return n > batch_size and n % batch_size == 1
+
+
 def num_batches(split: Split, batch_size: int, *, drop_last: bool = False) -> int:
     """How many batches `iterate_batches` yields for this split and batch size."""
     n = len(split)

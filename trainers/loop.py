@@ -27,7 +27,7 @@ from torch import nn
 
 from .augment import Context, build_augment
 from .averaging import WeightAverager
-from .batches import iterate_batches, num_batches
+from .batches import iterate_batches, lone_last, num_batches
 from .catalog import GROUPS
 from .checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .devices import check_gpu, bf16_supported, facts, prepare
@@ -84,6 +84,11 @@ def precision_plan(precision: str, device: torch.device) -> Precision:
     if precision == "bf16":
         return Precision(torch.bfloat16, False)
     return Precision(None, False)
+
+
+def train_batches(split, batch_size: int) -> int:
+    """The training batches of an epoch (a last batch of one sample dropped: lone_last)."""
+    return num_batches(split, batch_size, drop_last=lone_last(split, batch_size))
 
 
 def batch_size_at(data_cfg: dict, epoch: int) -> int:
@@ -207,7 +212,7 @@ class _Run:
         from .models import count_parameters
         self.num_params = count_parameters(model)
         self.weights = penalized_weights(model)
-        steps = [math.ceil(num_batches(data.train, batch_size_at(cfg["data"], e)) / self.accum)
+        steps = [math.ceil(train_batches(data.train, batch_size_at(cfg["data"], e)) / self.accum)
                  for e in range(self.epochs)]
         self.schedule = Schedule(self.optimizer, cfg["scheduler"], steps)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.scaler else None
@@ -308,7 +313,7 @@ class _Run:
         model, device, tr = self.model, self.device, self.cfg["train"]
         model.train()
         size = batch_size_at(self.cfg["data"], epoch - 1)
-        batches = num_batches(self.data.train, size)
+        batches = train_batches(self.data.train, size)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         norm_sum = torch.zeros((), device=device)
@@ -318,7 +323,8 @@ class _Run:
         start = time.perf_counter()
         for i, (x, y) in enumerate(iterate_batches(self.data.train, size, shuffle=True,
                                                    generator=self.gens["batches"],
-                                                   device=device)):
+                                                   device=device,
+                                                   drop_last=lone_last(self.data.train, size))):
             if left == 0:  # a new optimiser step: its micro-batches (fewer at the very end)
                 left = group = min(self.accum, batches - i)
             x, targets = self.augment(x, y, self.gens["augment"], self.gens["mixing"])
@@ -348,7 +354,8 @@ class _Run:
             raise DivergedError(epoch, train_loss)
         # SWA averages the epoch's final weights, then refreshes BatchNorm over the train split.
         self.averager.after_epoch(model, epoch, lambda: iterate_batches(
-            self.data.train, size, shuffle=False, device=device))
+            self.data.train, size, shuffle=False, device=device,
+            drop_last=lone_last(self.data.train, size)))
         metrics = {"epoch": epoch, "train_loss": train_loss,
                    "train_accuracy": correct.item() / max(1, seen), "lr": lr,
                    "grad_norm": (norm_sum / norms.clamp(min=1)).item(),

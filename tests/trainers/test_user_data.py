@@ -155,3 +155,21 @@ def test_a_model_with_the_wrong_number_of_classes_is_one_line():
                                            r"expected \(2, 3\) logits$"):
         check_config(_config({"factory": f"{MOD}:tabular"},
                              {"name": "factory", "factory": f"{MOD}:five_outputs"}))
+
+
+def test_a_last_batch_of_one_sample_is_dropped_so_batchnorm_trains():
+    """33 training rows in batches of 16 leave one over: BatchNorm cannot train on a batch of
+    one, so every trial whose (searched) batch size did that failed; the lone sample is dropped."""
+    from trainers.batches import lone_last
+    from trainers.loop import train_batches
+
+    cfg = _config({"factory": f"{MOD}:tabular_parts", "batch_size": 16,
+                   "kwargs": {"n_train": 33, "val": 15}},
+                  {"name": "mlp", "width": 16, "depth": 2, "batch_norm": True},
+                  scheduler={"name": "onecycle"})
+    result = fit(cfg)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    d = load_data(cfg["data"])
+    assert len(d.train) == 33 and lone_last(d.train, 16) and train_batches(d.train, 16) == 2
+    assert lone_last(d.train, 32) and train_batches(d.train, 32) == 1  # 32 + 1
+    assert train_batches(d.train, 11) == 3 and not lone_last(d.train, 11)
