@@ -26,6 +26,11 @@ def check_logits(out: object, batch: int, num_classes: int, what: str) -> None:
                            f"({batch}, {num_classes}) logits are expected")
     if not out.is_floating_point():
         raise TrainerError(f"{what} returns {out.dtype} values; expected float logits")
+    if num_classes > 1 and bool((out >= 0).all()) and \
+            bool(torch.allclose(out.float().sum(1), torch.ones(batch), atol=1e-4)):
+        raise TrainerError(f"{what} returns probabilities (each row sums to 1); return logits "
+                           "(drop the final softmax): the loss applies softmax itself, and "
+                           "a second one flattens every gradient")
 
 
 def check_config(config: dict) -> dict:

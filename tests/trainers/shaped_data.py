@@ -179,3 +179,10 @@ def small_net(input_shape, num_classes, hidden: int = 16):
     return torch.nn.Sequential(torch.nn.Flatten(),
                                torch.nn.Linear(int(np.prod(input_shape)), hidden),
                                torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
+
+
+def softmax_head(input_shape, num_classes):
+    """A model factory ending in a softmax: probabilities, not the logits the loss expects."""
+    return torch.nn.Sequential(torch.nn.Flatten(),
+                               torch.nn.Linear(int(np.prod(input_shape)), num_classes),
+                               torch.nn.Softmax(dim=1))

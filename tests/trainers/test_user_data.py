@@ -173,3 +173,11 @@ def test_a_last_batch_of_one_sample_is_dropped_so_batchnorm_trains():
     assert len(d.train) == 33 and lone_last(d.train, 16) and train_batches(d.train, 16) == 2
     assert lone_last(d.train, 32) and train_batches(d.train, 32) == 1  # 32 + 1
     assert train_batches(d.train, 11) == 3 and not lone_last(d.train, 11)
+
+
+def test_a_model_returning_probabilities_is_one_line():
+    with pytest.raises(TrainerError, match=r"^model\.factory shaped_data:softmax_head returns "
+                                           r"probabilities \(each row sums to 1\); return "
+                                           r"logits \(drop the final softmax\)"):
+        check_config(_config({"factory": f"{MOD}:tabular"},
+                             {"name": "factory", "factory": f"{MOD}:softmax_head"}))
