@@ -73,6 +73,12 @@ def report(outcome, objectives) -> int:
     if outcome.interrupted:
         print(f"interrupted; continue with: search resume {outcome.experiment_dir.parent}",
               file=sys.stderr)
+    elif outcome.gave_up is not None:
+        from search.tune.searcher import CRASHES_TO_STOP
+
+        print(f"stopped: the first {CRASHES_TO_STOP} trials crashed with the same error, as "
+              f"every trial would: {outcome.gave_up}. Fix the training code; `search run` "
+              "again continues the study", file=sys.stderr)
     elif outcome.exit_code == 1:
         print("every trial failed; see the reasons above (and fail_reason in the study)",
               file=sys.stderr)

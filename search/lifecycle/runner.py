@@ -67,6 +67,7 @@ class Outcome:
     objectives: tuple = ()
     interrupted: bool = False
     best: list = field(default_factory=list)
+    gave_up: str | None = None  # the one error every trial crashed with (searcher.py)
 
     @property
     def exit_code(self) -> int:
@@ -188,10 +189,10 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
     fitting = False
     try:
         with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
-            tuner, plan = _tuner(space, plan, scheduler, options, study, run_info, exp_dir,
-                                 stream, cluster, previous, resume)
+            tuner, plan, searcher = _tuner(space, plan, scheduler, options, study, run_info,
+                                           exp_dir, stream, cluster, previous, resume)
             fitting = True
-            return _finish(tuner, study, plan, run_info, exp_dir)
+            return _finish(tuner, study, plan, run_info, exp_dir, searcher)
     except UserError:
         if undo is not None and not fitting:
             undo()
@@ -201,8 +202,8 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
 def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, run_info: dict,
            exp_dir: Path, stream: TextIO | None, cluster: dict, previous: dict | None,
            resume: bool):
-    """The Tune experiment on the Ray session whose resources `cluster` holds, and the plan
-    with its trials placed on the nodes."""
+    """The Tune experiment on the Ray session whose resources `cluster` holds, the plan with
+    its trials placed on the nodes, and the study's searcher (None for PBT)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -269,7 +270,7 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
             # its whole state every epoch: search/tune/disk.py)
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=None if info.uses_searcher else checkpoints_to_keep(space))))
-    return tuner, plan
+    return tuner, plan, searcher
 
 
 def trials_left(study, run_id: str, budget: int) -> int:
@@ -355,7 +356,8 @@ def _target_in(results, plan: TrialPlan) -> bool:
     return False
 
 
-def _finish(tuner, study, plan: TrialPlan, run_info: dict, exp_dir: Path) -> Outcome:
+def _finish(tuner, study, plan: TrialPlan, run_info: dict, exp_dir: Path,
+            searcher: StudySearcher | None = None) -> Outcome:
     """Fit, then settle the study: nothing of a run that ended may stay RUNNING."""
     from optuna.trial import TrialState
 
@@ -363,7 +365,11 @@ def _finish(tuner, study, plan: TrialPlan, run_info: dict, exp_dir: Path) -> Out
     results = tuner.fit()
     unfinished = len(results) - results.num_terminated - results.num_errors
     run_trials = studies.of_run(study.get_trials(deepcopy=False), run_info["run_id"])
-    ended_early = _target_reached(run_trials, plan) or _target_in(results, plan) or (
+    gave_up = getattr(searcher, "gave_up", None)
+    if gave_up is not None:
+        run_info["gave_up"] = gave_up
+    ended_early = gave_up is not None or _target_reached(run_trials, plan) or \
+        _target_in(results, plan) or (
         plan.budget.time_limit is not None
         and time.monotonic() - started >= plan.budget.time_limit) or (
         hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study))
@@ -391,7 +397,7 @@ def _outcome(study, run_info: dict, exp_dir: Path, plan: TrialPlan,
                                            run_info["run_id"]))
     return Outcome(run_info["run_id"], exp_dir, run_info["study_name"],
                    run_info["storage_url"], counts, plan.objectives, interrupted,
-                   studies.best_trials(study))
+                   studies.best_trials(study), run_info.get("gave_up"))
 
 
 def trial_files(exp_dir: Path, tune_id: str) -> tuple[dict | None, Path | None]:

@@ -16,6 +16,25 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def crash_line(err: BaseException) -> str:
+    """one_line, with where the user's code raised it (its innermost frame outside this
+    project's packages and the installed ones): what a user needs to find the mistake."""
+    import os
+    import sysconfig
+    import traceback
+
+    ours = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]  # search/
+    ours.append(os.path.join(os.path.dirname(ours[0]), "trainers"))
+    theirs = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        path = os.path.abspath(frame.filename)
+        if frame.filename.startswith("<") or any(
+                p and path.startswith(p + os.sep) for p in (*ours, *theirs)):
+            continue
+        return f"{one_line(err)} (at {os.path.basename(path)}:{frame.lineno}, in {frame.name})"
+    return one_line(err)
+
+
 def known_failure(err: BaseException) -> bool:
     """Failures that a retry would only repeat: end the trial as FAIL at once."""
     from search.errors import UserError

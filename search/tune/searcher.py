@@ -37,6 +37,13 @@ RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCH
             studies.HORIZON, studies.SEEDS)
 
 
+# A run whose first trials all crashed with one and the same error (an exception the trainer
+# does not know, from the training code itself: a typo, a missing key) stops drawing trials:
+# every further trial would crash the same way. Known failures (a configuration the trainer
+# refuses, a diverged loss, out of memory) depend on the sampled values and never stop a run.
+CRASHES_TO_STOP = 3
+
+
 def trial_dirname(trial) -> str:
     """Tune trial folders named by id alone: short, and findable from the id."""
     return f"trial_{trial.trial_id}"
@@ -173,6 +180,9 @@ class StudySearcher(Searcher):
         self._orphans: list[int] = []         # RUNNING trials a resume left to run again
         self._ended: set[int] = set()         # trial numbers finished in the study
         self._last: dict[str, dict] = {}      # Tune trial id -> its latest result
+        self._crashes: list[str] = []         # why this session's crashed trials crashed
+        self._ended_well = False              # a trial of this session completed or pruned
+        self.gave_up: str | None = None       # the crash that stopped the run (see above)
 
     # -- the study, opened lazily (also after unpickling) ---------------------------------------
     @property
@@ -228,6 +238,9 @@ class StudySearcher(Searcher):
         else:
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 return Searcher.FINISHED  # a grid with every point taken
+            if self.gave_up is not None or self._same_crash():
+                self.gave_up = self._crashes[-1]
+                return Searcher.FINISHED
             # The run's budget is counted in the study, not in Tune's saved counter: after a
             # killed driver, trials Tune never saved still count.
             if len(self._numbers) >= self.max_trials:
@@ -240,6 +253,12 @@ class StudySearcher(Searcher):
         self._steps.setdefault(trial.number, set())
         self._live[trial.number] = trial
         return {"params": dict(trial.params), **extra}
+
+    def _same_crash(self) -> bool:
+        """Whether the session's first CRASHES_TO_STOP trials to end all crashed with one
+        error and none completed or was pruned (see CRASHES_TO_STOP)."""
+        return not self._ended_well and len(self._crashes) >= CRASHES_TO_STOP \
+            and len(set(self._crashes)) == 1
 
     def _continuation(self, trial) -> dict:
         """A trial `search run --extend` enqueued to continue a finished one: its checkpoint
@@ -319,7 +338,11 @@ class StudySearcher(Searcher):
             result = self._last.get(trial_id)
         self._last.pop(trial_id, None)
         reason = error_reason(self.experiment_dir, trial_id) if error else None
-        conclude(self.study, number, self.objectives, result, reason)
+        state = conclude(self.study, number, self.objectives, result, reason)
+        if error:
+            self._crashes.append(reason)
+        elif state in ("COMPLETE", "PRUNED"):
+            self._ended_well = True
         self._ended.add(number)
         self._live.pop(number, None)
 
@@ -343,9 +366,10 @@ class StudySearcher(Searcher):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.update(_study=None, _numbers={}, _steps={}, _live={}, _last={}, _orphans=[],
-                     _ended=set())
+                     _ended=set(), _crashes=[], _ended_well=False, gave_up=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         # pickled before these existed
-        self.__dict__.update({"_last": {}, "_orphans": [], "_ended": set(), **state})
+        self.__dict__.update({"_last": {}, "_orphans": [], "_ended": set(), "_crashes": [],
+                              "_ended_well": False, "gave_up": None, **state})

@@ -37,8 +37,9 @@ from search.studies import study as studies
 from search.cluster import gpus
 from search.lifecycle.plan import Budget, Objective, Resources, epochs_cap
 from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, HELD_KEY, NODE_KEY, RESUME_FROM
-from search.tune.outcome import (clean, final_fields, fold_fields, known_failure,  # noqa: F401
-                                 last_epoch_report, one_line, out_of_memory, selected_value)
+from search.tune.outcome import (clean, crash_line, final_fields, fold_fields,  # noqa: F401
+                                 known_failure, last_epoch_report, one_line, out_of_memory,
+                                 selected_value)
 from search.tune.seedrun import KNOWN, OOM
 from search.tune.seeds import SeedFailed, train_seeds
 from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
@@ -166,7 +167,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> 
                 reporter.finish({FAIL_KEY: one_line(err)})
                 return
             trial_dir.mkdir(parents=True, exist_ok=True)
-            (trial_dir / "fail_reason.txt").write_text(one_line(err) + "\n")
+            (trial_dir / "fail_reason.txt").write_text(crash_line(err) + "\n")
             raise
         if reporter.last is None:  # resumed after its last epoch (PBT, a retry): no epoch ran
             reporter.last = last_epoch_report(history)

@@ -65,3 +65,10 @@ NOT_A_FUNCTION = 3
 
 def no_report(config):
     return None
+
+
+def typo_fit(config, *, report):
+    """A fit with a mistake every trial makes: the space names the parameter `lr`."""
+    lr = config["params"]["learning_rate"]
+    for epoch in range(1, 3):
+        report({"epoch": epoch, "val_accuracy": lr})

@@ -146,3 +146,32 @@ def test_the_example_fit_resumes_from_its_own_checkpoint(tmp_path):
     assert resumed["test_accuracy"] == straight["test_accuracy"] > 0.5
     stopped = fit(config, report=lambda m: m["epoch"] == 1)  # report() -> True stops
     assert len(stopped["history"]) == 1
+
+
+@pytest.mark.slow
+def test_a_fit_that_crashes_alike_in_its_first_trials_stops_the_run(ray_cluster, tmp_path,
+                                                                      capsys):
+    """Every trial would crash on the same line: the run stops after the first three instead
+    of spending its budget (and a retry each) on the same error, and says where it is."""
+    import re
+
+    from search.lifecycle.runs import read_run_file
+    from search.studies import study as studies
+
+    path, out = tmp_path / "typo.yaml", tmp_path / "out"
+    path.write_text("name: typo\nfit: \"tests.search.own_code_helpers:typo_fit\"\n"
+                    "train: {epochs: 2}\nspace:\n  params:\n"
+                    "    lr: {low: 1.0e-3, high: 1.0e-1, log: true}\n"
+                    "budget: {trials: 8}\nsampler: {name: random}\npruner: {name: none}\n"
+                    "resources: {cpu: 1}\ntracking: {enabled: false}\n")
+    assert main(["run", str(path), "--output", str(out), "--plain", "--cpus", "2"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"stopped: the first 3 trials crashed with the same error, as every trial "
+                     r"would: KeyError: 'learning_rate' \(at own_code_helpers\.py:\d+, in "
+                     r"typo_fit\)\. Fix the training code", err), err
+    study = studies.load_study(studies.open_storage(studies.storage_url(None, out)), "typo")
+    assert 3 <= len(study.trials) < 8
+    assert {t.state.name for t in study.trials} == {"FAIL"}
+    (exp_dir,) = out.glob("run-*")
+    info = read_run_file(exp_dir)
+    assert info["state"] == "finished" and info["gave_up"].startswith("KeyError")

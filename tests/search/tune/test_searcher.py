@@ -231,3 +231,50 @@ def test_epochs_held_between_reports_are_recorded_each_at_its_step(make):
     assert by_tune["a"].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.8, 4: 0.79}
     assert by_tune["a"].state == TrialState.COMPLETE and by_tune["a"].value == 0.8
     assert by_tune["b"].intermediate_values == {1: 0.2, 2: 0.3, 3: 0.45, 4: 0.49}
+
+
+def _crash(s, tmp_path, tid, reason):
+    """A trial that raised an error the trainer does not know (Tune's error path)."""
+    folder = tmp_path / "run-1" / f"trial_{tid}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fail_reason.txt").write_text(reason + "\n")
+    s.on_trial_complete(tid, None, error=True)
+
+
+def test_a_run_whose_first_trials_crash_alike_stops_drawing_trials(make, tmp_path):
+    s = make(max_trials=20)
+    for tid in ("a", "b", "c"):
+        assert s.suggest(tid) is not Searcher.FINISHED
+    for tid in ("a", "b"):
+        _crash(s, tmp_path, tid, "KeyError: 'learning_rate'")
+    assert s.suggest("d") is not Searcher.FINISHED and s.gave_up is None  # two are not yet
+    _crash(s, tmp_path, "c", "KeyError: 'learning_rate'")
+    assert s.suggest("e") is Searcher.FINISHED
+    assert s.gave_up == "KeyError: 'learning_rate'"
+    _crash(s, tmp_path, "d", "KeyError: 'learning_rate'")  # the one still running ends too
+    states = [t.state for t in s.study.trials]
+    assert states == [TrialState.FAIL] * 4
+
+
+@pytest.mark.parametrize("first", ["complete", "other crash"])
+def test_crashes_after_a_good_trial_or_of_different_errors_do_not_stop_a_run(make, tmp_path,
+                                                                              first):
+    s = make(max_trials=20)
+    s.suggest("a")
+    if first == "complete":
+        s.on_trial_complete("a", finished(0.8))
+    else:
+        _crash(s, tmp_path, "a", "ValueError: bad shape")
+    for tid in ("b", "c", "d"):
+        s.suggest(tid)
+        _crash(s, tmp_path, tid, "KeyError: 'x'")
+    assert s.suggest("e") is not Searcher.FINISHED and s.gave_up is None
+
+
+def test_known_failures_never_stop_a_run(make):
+    """A refused configuration, a diverged loss: they depend on the sampled values."""
+    s = make(max_trials=20)
+    for tid in ("a", "b", "c", "d"):
+        s.suggest(tid)
+        s.on_trial_complete(tid, {**epoch(1, 0.1), "fail_reason": "DivergedError: loss is nan"})
+    assert s.suggest("e") is not Searcher.FINISHED and s.gave_up is None
