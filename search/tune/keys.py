@@ -7,3 +7,4 @@ FINAL_PREFIX = "final_"           # final_<metric>: the objective at the selecte
 NODE_KEY = "node_id"               # in every result: the Ray node the trial ran on
 OOM_KEY = "out_of_memory"         # in a trial's last result when it ran out of memory
 HELD_KEY = "held_epochs"          # in a result: the epochs since the previous one (trainable.py)
+MISTAKE_KEY = "code_mistake"      # with FAIL_KEY: the training code broke report()'s contract

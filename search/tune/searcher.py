@@ -31,16 +31,17 @@ from search.lifecycle.plan import Objective
 from search.studies.study import FIRST_TUNE_ID, RESUME_FROM  # noqa: F401 - re-exported
 
 from search.tune.keys import (FAIL_KEY, FINAL_PREFIX, FINISHED_KEY, HELD_KEY,  # noqa: F401
-                              NODE_KEY, OOM_KEY)
+                              MISTAKE_KEY, NODE_KEY, OOM_KEY)
 RECORDED = (studies.TEST_ACCURACY, "num_params", "selected_epoch", studies.EPOCHS_RUN,
             studies.TRIAL_DIR, "split", "folds", "fold_val_accuracy", "device", "gpu_peak_mb",
             studies.HORIZON, studies.SEEDS)
 
 
 # A run whose first trials all crashed with one and the same error (an exception the trainer
-# does not know, from the training code itself: a typo, a missing key) stops drawing trials:
-# every further trial would crash the same way. Known failures (a configuration the trainer
-# refuses, a diverged loss, out of memory) depend on the sampled values and never stop a run.
+# does not know, from the training code itself: a typo, a missing key; or a broken report()
+# contract, MISTAKE_KEY) stops drawing trials: every further trial would crash the same way.
+# Known failures (a configuration the trainer refuses, a diverged loss, out of memory) depend
+# on the sampled values and never stop a run.
 CRASHES_TO_STOP = 3
 
 
@@ -339,8 +340,8 @@ class StudySearcher(Searcher):
         self._last.pop(trial_id, None)
         reason = error_reason(self.experiment_dir, trial_id) if error else None
         state = conclude(self.study, number, self.objectives, result, reason)
-        if error:
-            self._crashes.append(reason)
+        if error or (result or {}).get(MISTAKE_KEY):
+            self._crashes.append(reason or str((result or {}).get(FAIL_KEY)))
         elif state in ("COMPLETE", "PRUNED"):
             self._ended_well = True
         self._ended.add(number)

@@ -35,7 +35,9 @@ from typing import Any
 
 from search.studies import study as studies
 from search.cluster import gpus
-from search.lifecycle.plan import Budget, Objective, Resources, epochs_cap
+from search.errors import UserError
+from search.lifecycle.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
+from search.tune.keys import MISTAKE_KEY
 from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, HELD_KEY, NODE_KEY, RESUME_FROM
 from search.tune.outcome import (clean, crash_line, final_fields, fold_fields,  # noqa: F401
                                  known_failure, last_epoch_report, one_line, out_of_memory,
@@ -78,13 +80,20 @@ def due(epoch: int, report_at: tuple[int, ...] | None, since_s: float) -> bool:
     return report_at is None or epoch in report_at or since_s >= REPORT_EVERY_S
 
 
+class ReportError(UserError):
+    """The training code called `report` against its contract (docs/own-training.md): a
+    mistake of the code, not of the sampled values, which every trial would repeat."""
+
+
 class EpochReporter:
     """The `report` callable given to fit: forwards each epoch to Tune (or holds it for the
-    next report, see `due`), holds the last one."""
+    next report, see `due`), holds the last one. `expects`: the metrics each epoch must carry
+    (the objectives a pruner reads per epoch), checked on the first report."""
 
     def __init__(self, epochs: int, checkpoint_dir: Path,
-                 report_at: tuple[int, ...] | None = None):
+                 report_at: tuple[int, ...] | None = None, expects: tuple[str, ...] = ()):
         self.epochs = epochs
+        self.expects = expects
         self.checkpoint_dir = checkpoint_dir
         self.report_at = report_at
         self.last: dict | None = None  # the latest epoch's report
@@ -109,9 +118,13 @@ class EpochReporter:
     def __call__(self, metrics: dict) -> bool:
         epoch = metrics.get("epoch") if isinstance(metrics, dict) else None
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            from search.errors import UserError
-            raise UserError("report(metrics): metrics must be a dict with the epoch number "
-                            f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
+            raise ReportError("report(metrics): metrics must be a dict with the epoch number "
+                              f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
+        missing = [m for m in self.expects if m not in metrics] if not self.history else []
+        if missing:
+            raise ReportError(f"report(metrics): the objective {missing[0]} is not among the "
+                              f"reported metrics ({', '.join(sorted(map(str, metrics)))}); "
+                              "report it every epoch, or make objective.metric one that is")
         self.history.append(clean(metrics))
         if self.unsent:  # the previous epoch goes with the next report
             self.held.append(self.last)
@@ -146,7 +159,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> 
     if not plan.resources.gpu:  # Ray leaves CUDA_VISIBLE_DEVICES alone for GPU-less trials
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     work = Path(tempfile.mkdtemp(prefix="search-ckpt-"))
-    reporter = EpochReporter(1, work, plan.report_at)
+    reporter = EpochReporter(1, work, plan.report_at, expects=tuple(
+        o.metric for o in plan.objectives if o.metric not in FINAL_METRICS))
     try:
         try:
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),
@@ -164,7 +178,8 @@ def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> 
                 reporter.finish({gpus.OOM_KEY: f"out of memory: {one_line(err)}"})
                 return
             if kind == KNOWN:
-                reporter.finish({FAIL_KEY: one_line(err)})
+                mistake = {MISTAKE_KEY: True} if isinstance(err, ReportError) else {}
+                reporter.finish({FAIL_KEY: one_line(err), **mistake})
                 return
             trial_dir.mkdir(parents=True, exist_ok=True)
             (trial_dir / "fail_reason.txt").write_text(crash_line(err) + "\n")

@@ -271,6 +271,16 @@ def test_crashes_after_a_good_trial_or_of_different_errors_do_not_stop_a_run(mak
     assert s.suggest("e") is not Searcher.FINISHED and s.gave_up is None
 
 
+def test_a_broken_report_contract_counts_as_a_crash(make):
+    s = make(max_trials=20)
+    reason = "ReportError: report(metrics): the objective val_accuracy is not among ..."
+    for tid in ("a", "b", "c"):
+        s.suggest(tid)
+        s.on_trial_complete(tid, {"training_iteration": 1, "fail_reason": reason,
+                                  "code_mistake": True})
+    assert s.suggest("d") is Searcher.FINISHED and s.gave_up == reason
+
+
 def test_known_failures_never_stop_a_run(make):
     """A refused configuration, a diverged loss: they depend on the sampled values."""
     s = make(max_trials=20)

@@ -115,3 +115,20 @@ def test_epochs_between_decisions_are_held_and_sent_with_the_next_report(tmp_pat
         every({"epoch": e, "val_accuracy": 0.5})
     every.finish({})
     assert [r["training_iteration"] for r in sent] == [1, 2, 3] and HELD_KEY not in sent[-1]
+
+
+def test_a_first_report_without_the_objective_is_the_codes_mistake(tmp_path):
+    """A fit reporting `accuracy` for an objective `val_accuracy` would fail every trial at its
+    end with "objective is None"; its first report says so instead, as a mistake of the code."""
+    import pytest
+
+    from search.tune.trainable import EpochReporter, ReportError
+
+    reporter = EpochReporter(3, tmp_path, report_at=(2,), expects=("val_accuracy",))
+    with pytest.raises(ReportError, match=r"^report\(metrics\): the objective val_accuracy is "
+                                          r"not among the reported metrics \(accuracy, epoch\)"):
+        reporter({"epoch": 1, "accuracy": 0.5})
+    reporter = EpochReporter(3, tmp_path, report_at=(2,), expects=("val_accuracy",))
+    reporter({"epoch": 1, "val_accuracy": 0.5})  # held for epoch 2: nothing is sent yet
+    with pytest.raises(ReportError, match="the epoch number"):
+        reporter({"val_accuracy": 0.5})
