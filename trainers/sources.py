@@ -95,6 +95,11 @@ def from_tensors(images: Any, labels: Any, where: str,
         bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten()
         raise TrainerError(f"{where}: {len(bad)} samples contain NaN or infinite values (the "
                            f"first is sample {int(bad[0])}); fill or drop them in the factory")
+    if images.dtype == torch.float64 and images.numel() and \
+            float(images.abs().max()) > torch.finfo(torch.float32).max:
+        raise TrainerError(f"{where}: samples hold values beyond float32's range (largest "
+                           f"magnitude {float(images.abs().max()):.3g}), which training turns "
+                           "into infinities; scale them (e.g. a log transform) in the factory")
     n_classes = max(int(labels.max()) + 1, len(classes or []))
     pixels = images.dtype == torch.uint8 and images.dim() == 4
     return Source(labels=labels.long(), num_classes=n_classes, shape=tuple(images.shape[1:]),

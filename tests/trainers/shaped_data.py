@@ -122,6 +122,13 @@ def nan_rows():
     return x, y
 
 
+def beyond_float32():
+    x, y = tabular(30)
+    x = x.double()
+    x[:, 1] *= 1e300
+    return x, y
+
+
 class Broken(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 30

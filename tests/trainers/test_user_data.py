@@ -124,6 +124,8 @@ MISTAKES = [
     ("one_class", r"every sample has label 0; classification needs at least two classes"),
     ("train_of_one_class", r"\(part 'train'\): every sample has label 0"),
     ("nan_rows", r"2 samples contain NaN or infinite values \(the first is sample 4\)"),
+    ("beyond_float32", r"samples hold values beyond float32's range \(largest magnitude "
+                       r"[0-9.]+e\+300\)"),
     ("broken_dataset", r"reading sample 0 of the Dataset failed: OSError: /mnt/data/0\.npy: "
                        r"stale file handle$"),
 ]
