@@ -184,18 +184,27 @@ def run(args: argparse.Namespace) -> int:
 def own_fit(space, config: dict, checkpoint_dir: str | None) -> int:
     """One run of the space's `fit:` function, with the keywords it takes; its per-epoch
     metrics printed as they come."""
-    from search.lifecycle.usercode import fit_keywords, resolve_fit
+    from search.lifecycle.plan import FINAL_METRICS
+    from search.lifecycle.usercode import (ContractError, check_report, fit_keywords,
+                                          fit_result, resolve_fit)
 
     fn = resolve_fit(space.fit, f"fit {space.fit}")
+    reported: list[dict] = []
+    expects = tuple(o.metric for o in space.objectives if o.metric not in FINAL_METRICS)
 
-    def report(metrics: dict) -> bool:
+    def report(metrics: dict) -> bool:  # held to the contract a search holds it to
+        check_report(metrics, reported, int(config["train"]["epochs"]), expects)
+        reported.append(metrics)
         print("  ".join(f"{k} {_short(v)}" for k, v in metrics.items()), flush=True)
         return False
 
-    result = fn(config, **fit_keywords(fn, dict(report=report, checkpoint_dir=checkpoint_dir,
-                                                 resume_from=None, cpus=None)))
-    test = result.get("test_accuracy") if isinstance(result, dict) \
-        else getattr(result, "test_accuracy", None)
+    try:
+        result = fit_result(fn(config, **fit_keywords(fn, dict(
+            report=report, checkpoint_dir=checkpoint_dir, resume_from=None, cpus=None))),
+            reported)
+    except ContractError as err:
+        raise ContractError(f"fit {space.fit}: {err}") from None
+    test = getattr(result, "test_accuracy", None)
     if test is not None:
         print(f"test accuracy {test:.4f}")
     return 0

@@ -18,6 +18,14 @@ DEFAULT_FIT = "trainers:fit"
 FIT_KEYWORDS = ("report", "checkpoint_dir", "resume_from", "cpus")
 
 
+class ContractError(UserError):
+    """A training function broke its contract (docs/own-training.md: what it reports and
+    returns): a mistake of the code, not of the sampled values, which every trial repeats."""
+
+
+RETURNED_NUMBERS = ("best_val_accuracy", "test_accuracy", "num_params")
+
+
 def _import(path: str) -> Any:
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr or "fit")
@@ -62,13 +70,55 @@ def fit_keywords(fn: Callable[..., Any], offered: dict[str, Any]) -> dict[str, A
     return {k: v for k, v in offered.items() if k in params}
 
 
+def check_report(metrics: Any, earlier: list[dict], epochs: int,
+                 expects: tuple[str, ...] = ()) -> None:
+    """ContractError unless `metrics`, given to report() after the `earlier` reports, is the
+    next epoch's (1, 2, ... up to `epochs`) and, on the first report, holds the metrics in
+    `expects` (the objectives a pruner reads every epoch)."""
+    epoch = metrics.get("epoch") if isinstance(metrics, dict) else None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ContractError("report(metrics): metrics must be a dict with the epoch number "
+                            f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
+    last = earlier[-1]["epoch"] if earlier else None
+    if last is not None and epoch <= last:
+        raise ContractError(f"report(metrics): epoch {epoch} after epoch {last}; report each "
+                            "epoch once, in order (1, 2, ...)")
+    if epoch > epochs:
+        raise ContractError(f"report(metrics): epoch {epoch} is beyond the trial's {epochs} "
+                            "epochs (train.epochs, the budget its pruner uses); train "
+                            "config['train']['epochs'] epochs")
+    missing = [m for m in expects if m not in metrics] if not earlier else []
+    if missing:
+        raise ContractError(f"report(metrics): the objective {missing[0]} is not among the "
+                            f"reported metrics ({', '.join(sorted(map(str, metrics)))}); "
+                            "report it every epoch, or make objective.metric one that is")
+
+
 def fit_result(result: Any, reported: list[dict]) -> Any:
     """What a training function returned, as the fields the search reads (FitResult's):
     a dict or None is read as a record whose missing `history` is what it reported."""
     if result is None:
         result = {}
+    if isinstance(result, (list, tuple, str, bytes, int, float)):
+        raise ContractError(f"fit returned a {type(result).__name__}; return a dict (history, "
+                            "best_epoch, best_val_accuracy, test_accuracy, num_params, each "
+                            "optional) or nothing")
     if isinstance(result, dict):
-        return SimpleNamespace(**{"history": list(reported), **result})
+        result = SimpleNamespace(**{"history": list(reported), **result})
+    history = getattr(result, "history", None) or []
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ContractError(f"fit returned history of {type(history).__name__}; expected a "
+                            "list of the per-epoch metric dicts (or leave it out)")
+    for key in RETURNED_NUMBERS:
+        value = getattr(result, key, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ContractError(f"fit returned {key} {value!r:.40}; expected a number (or leave "
+                                "it out)")
+    best, epochs = getattr(result, "best_epoch", None), [h.get("epoch") for h in history]
+    if best is not None and (isinstance(best, bool) or best not in epochs):
+        shown = f"{epochs[0]}..{epochs[-1]}" if epochs else "none"
+        raise ContractError(f"fit returned best_epoch {best!r:.40}, not an epoch it reported "
+                            f"({shown}); return one of them (or leave it out: the last)")
     return result
 
 

@@ -35,7 +35,6 @@ from typing import Any
 
 from search.studies import study as studies
 from search.cluster import gpus
-from search.errors import UserError
 from search.lifecycle.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
 from search.tune.keys import MISTAKE_KEY
 from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, HELD_KEY, NODE_KEY, RESUME_FROM
@@ -44,7 +43,8 @@ from search.tune.outcome import (clean, crash_line, final_fields, fold_fields,  
                                  selected_value)
 from search.tune.seedrun import KNOWN, OOM
 from search.tune.seeds import SeedFailed, train_seeds
-from search.lifecycle.usercode import DEFAULT_FIT, fit_keywords, fit_result, resolve_fit
+from search.lifecycle.usercode import (DEFAULT_FIT, ContractError, check_report,
+                                      fit_keywords, fit_result, resolve_fit)
 from search.tune.shared_data import shared_for
 
 REPORT_EVERY_S = 10.0  # an epoch ending this long after the last report is reported anyway
@@ -80,11 +80,6 @@ def due(epoch: int, report_at: tuple[int, ...] | None, since_s: float) -> bool:
     return report_at is None or epoch in report_at or since_s >= REPORT_EVERY_S
 
 
-class ReportError(UserError):
-    """The training code called `report` against its contract (docs/own-training.md): a
-    mistake of the code, not of the sampled values, which every trial would repeat."""
-
-
 class EpochReporter:
     """The `report` callable given to fit: forwards each epoch to Tune (or holds it for the
     next report, see `due`), holds the last one. `expects`: the metrics each epoch must carry
@@ -116,15 +111,7 @@ class EpochReporter:
         self.sent_at = time.monotonic()
 
     def __call__(self, metrics: dict) -> bool:
-        epoch = metrics.get("epoch") if isinstance(metrics, dict) else None
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise ReportError("report(metrics): metrics must be a dict with the epoch number "
-                              f"(1, 2, ...) under 'epoch', got {metrics!r:.80}")
-        missing = [m for m in self.expects if m not in metrics] if not self.history else []
-        if missing:
-            raise ReportError(f"report(metrics): the objective {missing[0]} is not among the "
-                              f"reported metrics ({', '.join(sorted(map(str, metrics)))}); "
-                              "report it every epoch, or make objective.metric one that is")
+        check_report(metrics, self.history, self.epochs, self.expects)
         self.history.append(clean(metrics))
         if self.unsent:  # the previous epoch goes with the next report
             self.held.append(self.last)
@@ -178,7 +165,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> 
                 reporter.finish({gpus.OOM_KEY: f"out of memory: {one_line(err)}"})
                 return
             if kind == KNOWN:
-                mistake = {MISTAKE_KEY: True} if isinstance(err, ReportError) else {}
+                mistake = {MISTAKE_KEY: True} if isinstance(err, ContractError) else {}
                 reporter.finish({FAIL_KEY: one_line(err), **mistake})
                 return
             trial_dir.mkdir(parents=True, exist_ok=True)

@@ -175,3 +175,45 @@ def test_a_fit_that_crashes_alike_in_its_first_trials_stops_the_run(ray_cluster,
     (exp_dir,) = out.glob("run-*")
     info = read_run_file(exp_dir)
     assert info["state"] == "finished" and info["gave_up"].startswith("KeyError")
+
+
+CONTRACT = [  # what report() was given after which epochs, and what fit returned
+    ({"epoch": 0, "val_accuracy": 0.5}, [], None, r"metrics must be a dict with the epoch number"),
+    ({"epoch": 2, "val_accuracy": 0.5}, [{"epoch": 2}], None, r"epoch 2 after epoch 2"),
+    ({"epoch": 4, "val_accuracy": 0.5}, [{"epoch": 3}], None,
+     r"epoch 4 is beyond the trial's 3 epochs"),
+    ({"epoch": 1, "acc": 0.5}, [], None, r"the objective val_accuracy is not among the "
+                                         r"reported metrics \(acc, epoch\)"),
+    (None, [], [0.5], r"fit returned a list; return a dict"),
+    (None, [], {"test_accuracy": "high"}, r"fit returned test_accuracy 'high'; expected a "
+                                          r"number"),
+    (None, [], {"best_epoch": 9}, r"fit returned best_epoch 9, not an epoch it reported "
+                                  r"\(1\.\.3\)"),
+    (None, [], {"history": "h"}, r"fit returned history of str"),
+]
+
+
+@pytest.mark.parametrize("metrics,earlier,returned,message", CONTRACT)
+def test_each_break_of_the_fit_contract_is_a_contract_error(metrics, earlier, returned,
+                                                            message):
+    from search.lifecycle.usercode import ContractError, check_report
+
+    reported = [{"epoch": e, "val_accuracy": 0.5} for e in (1, 2, 3)]
+    with pytest.raises(ContractError, match=message):
+        if metrics is not None:
+            check_report(metrics, earlier, 3, ("val_accuracy",))
+        else:
+            fit_result(returned, reported)
+    check_report({"epoch": 3, "val_accuracy": 0.5}, [{"epoch": 2}], 3, ("val_accuracy",))
+    assert fit_result({"best_epoch": 2, "test_accuracy": 0.9}, reported).best_epoch == 2
+    assert fit_result(None, reported).history == reported
+
+
+def test_search_train_holds_a_fit_to_the_contract_a_search_does(tmp_path, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: twice\nfit: \"tests.search.own_code_helpers:epochs_twice\"\n"
+                    "train: {epochs: 2}\ntracking: {enabled: false}\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: fit tests.search.own_code_helpers:epochs_twice: report(metrics): "
+                   "epoch 1 after epoch 2; report each epoch once, in order (1, 2, ...)")

@@ -273,7 +273,7 @@ def test_crashes_after_a_good_trial_or_of_different_errors_do_not_stop_a_run(mak
 
 def test_a_broken_report_contract_counts_as_a_crash(make):
     s = make(max_trials=20)
-    reason = "ReportError: report(metrics): the objective val_accuracy is not among ..."
+    reason = "ContractError: report(metrics): the objective val_accuracy is not among ..."
     for tid in ("a", "b", "c"):
         s.suggest(tid)
         s.on_trial_complete(tid, {"training_iteration": 1, "fail_reason": reason,

@@ -122,13 +122,13 @@ def test_a_first_report_without_the_objective_is_the_codes_mistake(tmp_path):
     end with "objective is None"; its first report says so instead, as a mistake of the code."""
     import pytest
 
-    from search.tune.trainable import EpochReporter, ReportError
+    from search.tune.trainable import EpochReporter, ContractError
 
     reporter = EpochReporter(3, tmp_path, report_at=(2,), expects=("val_accuracy",))
-    with pytest.raises(ReportError, match=r"^report\(metrics\): the objective val_accuracy is "
+    with pytest.raises(ContractError, match=r"^report\(metrics\): the objective val_accuracy is "
                                           r"not among the reported metrics \(accuracy, epoch\)"):
         reporter({"epoch": 1, "accuracy": 0.5})
     reporter = EpochReporter(3, tmp_path, report_at=(2,), expects=("val_accuracy",))
     reporter({"epoch": 1, "val_accuracy": 0.5})  # held for epoch 2: nothing is sent yet
-    with pytest.raises(ReportError, match="the epoch number"):
+    with pytest.raises(ContractError, match="the epoch number"):
         reporter({"val_accuracy": 0.5})
