@@ -35,7 +35,8 @@ def check_logits(out: object, batch: int, num_classes: int, what: str) -> None:
 
 def check_config(config: dict) -> dict:
     """Try `config` as `trainers.fit` would, on the CPU, without training. Returns what was
-    found ({"input_shape", "num_classes", "split", "train", "val", "test"} sizes)."""
+    found ({"input_shape", "num_classes", "split", "train", "val", "test"} sizes) and the
+    loaded data ("data", on the CPU), for a caller that would otherwise load them again."""
     from .datasets import load_data
     from .loop import _Run, derive_seeds, resolve_config
     from .batches import iterate_batches
@@ -66,7 +67,7 @@ def check_config(config: dict) -> dict:
         run.task(model, x, targets, temperature=1.0)
     return {"input_shape": data.input_shape, "num_classes": data.num_classes,
             "split": data.split, "train": len(data.train), "val": len(data.val),
-            "test": len(data.test)}
+            "test": len(data.test), "data": data}
 
 
 __all__ = ["check_config", "check_logits"]

@@ -102,8 +102,9 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
     check_user_code(space, options.fit)  # the fit function and the factories' arguments
     options = replace(options, fit=space_fit(space, options.fit))
     preflight.check_devices(space)
+    loaded = None
     if options.fit == DEFAULT_FIT:  # a factory's mistake: one line now, not in every trial
-        preflight.check_user_code(space)
+        loaded = (preflight.check_user_code(space) or {}).get("data")
     output = output_dir(space.name, options.output)
     url = precheck.check_run(space, options)  # before anything is created
     run_id = new_run_id(output)
@@ -125,7 +126,7 @@ def run_search(space: Any, options: RunOptions = RunOptions(),
         undo()
         raise
     return _tune(space, plan, scheduler, options, study, run_info, exp_dir, stream,
-                 previous=run_info["previous_run"], shipped=shipped, undo=undo)
+                 previous=run_info["previous_run"], shipped=shipped, undo=undo, loaded=loaded)
 
 
 def _start(space: Any, options: RunOptions, stream: TextIO | None, url: str, run_id: str,
@@ -183,14 +184,16 @@ def _stages_state(space: Any, options: RunOptions) -> str | None:
 
 def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, run_info: dict,
           exp_dir: Path, stream: TextIO | None, *, previous: dict | None = None,
-          resume: bool = False, shipped: dict | None = None, undo=None) -> Outcome:
+          resume: bool = False, shipped: dict | None = None, undo=None,
+          loaded: Any = None) -> Outcome:
     """One Tune experiment of the run (a fresh one when resuming) over the study. `undo`:
-    what to take back when the run is refused before Tune starts (see _undo)."""
+    what to take back when the run is refused before Tune starts (see _undo); `loaded`: the
+    data the driver's check loaded for the space's first configuration (not loaded again)."""
     fitting = False
     try:
         with ray_session(options.address, options.cpus, runtime_env=shipped) as cluster:
             tuner, plan, searcher = _tuner(space, plan, scheduler, options, study, run_info,
-                                           exp_dir, stream, cluster, previous, resume)
+                                           exp_dir, stream, cluster, previous, resume, loaded)
             fitting = True
             return _finish(tuner, study, plan, run_info, exp_dir, searcher)
     except UserError:
@@ -201,7 +204,7 @@ def _tune(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, ru
 
 def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, run_info: dict,
            exp_dir: Path, stream: TextIO | None, cluster: dict, previous: dict | None,
-           resume: bool):
+           resume: bool, loaded: Any = None):
     """The Tune experiment on the Ray session whose resources `cluster` holds, the plan with
     its trials placed on the nodes, and the study's searcher (None for PBT)."""
     from ray import tune
@@ -253,8 +256,9 @@ def _tuner(space: Any, plan: TrialPlan, scheduler, options: RunOptions, study, r
     callbacks.insert(0, Progress(plan.budget.trials, plan.objectives[0],
                                  plan.budget.time_limit, label, options.live, stream,
                                  str(exp_dir), plan.objectives, epochs=max_t))
+    # small data: loaded once (by the check above, when it ran), for every trial
     shared = share_data(preflight.first_config(space), default_fit=plan.fit == DEFAULT_FIT,
-                        gpu=plan.resources.gpu)  # small data: loaded once, for every trial
+                        gpu=plan.resources.gpu, loaded=loaded)
     tuner = tune.Tuner(
         make_trainable(space, plan, shared), param_space=param_space,
         tune_config=tune.TuneConfig(
@@ -473,8 +477,9 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
         precheck.check_ray(address, "--address" if options.address else
                            "the run's --address" if saved.get("address") else "$RAY_ADDRESS")
     fit = saved.get("fit") or space_fit(space)
+    loaded = None
     if fit == DEFAULT_FIT:  # the user's factories may have changed since the run started
-        preflight.check_user_code(space)
+        loaded = (preflight.check_user_code(space) or {}).get("data")
     plan, scheduler = _plan(space, fit, exp_dir)
     if run_info.get("extend"):  # its continuations still run to their horizon unpruned
         scheduler = extend.sparing(scheduler)
@@ -503,4 +508,4 @@ def resume_search(output: Path, options: RunOptions = RunOptions(),
                       retries=saved.get("retries", options.retries),
                       tracking_uri=options.tracking_uri or saved.get("tracking_uri"))
     return _tune(space, plan, scheduler, options, study, run_info, exp_dir, stream,
-                 resume=True, shipped=shipped)
+                 resume=True, shipped=shipped, loaded=loaded)

@@ -50,8 +50,10 @@ def in_memory_bytes(data: Any) -> int | None:
     return total
 
 
-def share_data(config: dict | None, *, default_fit: bool, gpu: float) -> SharedData | None:
-    """The data of `config` (the space's first configuration) loaded here to share, or None."""
+def share_data(config: dict | None, *, default_fit: bool, gpu: float,
+               loaded: Any = None) -> SharedData | None:
+    """The data of `config` (the space's first configuration) loaded here to share, or None;
+    `loaded`: those data already loaded by the driver's check (preflight), not loaded again."""
     if config is None or not default_fit or gpu:
         return None
     key = data_key(config)
@@ -59,7 +61,7 @@ def share_data(config: dict | None, *, default_fit: bool, gpu: float) -> SharedD
         return None
     from trainers.datasets import load_data
 
-    data = load_data(config["data"], device="cpu")
+    data = loaded if loaded is not None else load_data(config["data"], device="cpu")
     size = in_memory_bytes(data)
     return SharedData(key, data) if size is not None and size <= SHARE_MAX_BYTES else None
 

@@ -193,3 +193,10 @@ def softmax_head(input_shape, num_classes):
     return torch.nn.Sequential(torch.nn.Flatten(),
                                torch.nn.Linear(int(np.prod(input_shape)), num_classes),
                                torch.nn.Softmax(dim=1))
+
+
+def counted_tabular(log: str):
+    """tabular(), leaving a line in `log` at every call: how often the data were loaded."""
+    with open(log, "a") as f:
+        f.write("loaded\n")
+    return tabular()

@@ -115,3 +115,18 @@ def test_fp16_for_trials_without_a_gpu_is_refused_before_ray(tmp_path, capsys):
         capsys.readouterr().err
     assert main(["run", str(path), "--output", str(tmp_path / "runs"), "--plain"]) == 2
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_the_driver_loads_a_factorys_data_once_for_all_trials(ray_cluster, tmp_path, capsys):
+    """The driver's check loads the first configuration's data; those same data go to every
+    trial (Ray's object store), so a slow factory runs once per search, not twice or per trial."""
+    log = tmp_path / "calls.log"
+    path = _space(tmp_path, "counted", model="{name: mlp, width: 8, depth: 1}", trials=3,
+                  data="tests.trainers.shaped_data:counted_tabular")
+    path.write_text(path.read_text().replace("batch_size: 32}",
+                                             f"batch_size: 32, kwargs: {{log: '{log}'}}}}"))
+    assert main(["run", str(path), "--output", str(tmp_path / "runs"), "--plain",
+                 "--no-stages"]) == 0, capsys.readouterr().err
+    assert "3 complete" in capsys.readouterr().out
+    assert log.read_text().splitlines() == ["loaded"]
