@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _user_code=getattr(module, "USER_CODE", False))
     return parser
 
 
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from search.urls import use_password_file
 
         use_password_file(getattr(args, "storage_password_file", None))
+        if args._user_code:  # a space file of the user's: its code where it is run
+            from search.lifecycle.usercode import importable_from_cwd
+
+            importable_from_cwd()
         return int(args._run(args) or 0)
     except UserError as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from search.commands.values import MAX_CPUS, MAX_RETRIES, MAX_WARM_START, whole
 
+USER_CODE = True  # imports the space's factories and fit from the current folder (cli.py)
 NAME = "run"
 HELP = ("run the search a space file declares: trials on Ray Tune, parameters from an Optuna "
         "sampler, results in a persistent study (running it again continues the study)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from search.commands.values import MAX_SAMPLES, MAX_SEED, whole
 
+USER_CODE = True  # imports the space's factories and fit from the current folder (cli.py)
 NAME = "sample"
 HELP = ("print N trial configs drawn at random from a space (fully resolved settings trees, "
         "one YAML document each); the same seed prints the same configs")

@@ -5,6 +5,7 @@ import argparse
 
 from search.commands.values import MAX_RETRIES, MAX_WARM_START, whole
 
+USER_CODE = True  # imports the space's factories and fit from the current folder (cli.py)
 NAME = "submit"
 HELP = ("send the search of a space file to a Ray cluster as a Ray Job (`python -m search.cli "
         "run` on the cluster's head, runs written to --output); prints the job id that "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from search.commands.values import whole
 
+USER_CODE = True  # imports the space's factories and fit from the current folder (cli.py)
 NAME = "train"
 HELP = ("train once with a space's fixed settings (plus --set overrides) or a trial's config "
         "file, printing a line per epoch and the final test accuracy")

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+USER_CODE = True  # imports the space's factories and fit from the current folder (cli.py)
 NAME = "validate"
 HELP = ("check space files (and import the fit function and factories they name, to check "
         "their signatures); print each resolved space as a tree (fixed settings that differ "

@@ -130,3 +130,18 @@ def test_the_driver_loads_a_factorys_data_once_for_all_trials(ray_cluster, tmp_p
                  "--no-stages"]) == 0, capsys.readouterr().err
     assert "3 complete" in capsys.readouterr().out
     assert log.read_text().splitlines() == ["loaded"]
+
+
+def test_a_space_imports_its_code_from_the_folder_it_is_run_in(tmp_path, monkeypatch, capsys):
+    """`search validate space.yaml` next to mydata.py finds it, as `python script.py` would; the
+    folder comes last on the path, so a file there cannot shadow an installed module."""
+    import sys
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata_cwd.py").write_text(
+        "import torch\n\ndef load():\n    g = torch.Generator().manual_seed(0)\n"
+        "    x = torch.randn(120, 4, generator=g)\n    return x, (x[:, 0] > 0).long()\n")
+    _space(tmp_path, "cwd_code", data="mydata_cwd:load", model="{name: mlp}")
+    assert main(["validate", "cwd_code.yaml"]) == 0, capsys.readouterr().err
+    assert sys.path[-1] == str(tmp_path) and "mydata_cwd" in sys.modules
