@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "resume"
 HELP = ("continue the last run of a search after Ctrl-C or a killed driver: unfinished trials "
@@ -33,5 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, output, _ = locate(args.name, args.output)
+    from search.lifecycle.usercode import importable_from_cwd
+
+    importable_from_cwd(unless_inside=Path(output))  # the user's code, as `search run` took it
     outcome = resume_search(output, options_from(args))
     return then_stages(args, outcome, report(outcome, outcome.objectives))

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -28,13 +29,17 @@ class ContractError(UserError):
 RETURNED_NUMBERS = ("best_val_accuracy", "test_accuracy", "num_params")
 
 
-def importable_from_cwd() -> None:
+def importable_from_cwd(unless_inside: Path | None = None) -> None:
     """The current folder on the import path, last: a space's factories and `fit:` import from
     the folder the command runs in (as `python script.py` would from the script's), while a
     file there can never shadow an installed module. A local Ray's workers get the driver's
     path; a cluster's get the modules shipped (search/cluster/shipping.py). Only for commands
-    given a space file to run: those reading run folders never import from where they run."""
+    given a space to run, and never when the current folder is inside `unless_inside` (the
+    output folder `search resume` reads: files someone left there must not become code)."""
     cwd = os.getcwd()
+    if unless_inside is not None and Path(cwd).resolve().is_relative_to(
+            Path(unless_inside).resolve()):
+        return
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
 

@@ -145,3 +145,20 @@ def test_a_space_imports_its_code_from_the_folder_it_is_run_in(tmp_path, monkeyp
     _space(tmp_path, "cwd_code", data="mydata_cwd:load", model="{name: mlp}")
     assert main(["validate", "cwd_code.yaml"]) == 0, capsys.readouterr().err
     assert sys.path[-1] == str(tmp_path) and "mydata_cwd" in sys.modules
+
+
+def test_resume_never_imports_from_inside_the_output_folder(tmp_path, monkeypatch):
+    import sys
+
+    from search.lifecycle.usercode import importable_from_cwd
+
+    out = tmp_path / "runs"
+    (out / "run-1").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != ""])
+    for inside in (out, out / "run-1"):
+        monkeypatch.chdir(inside)
+        importable_from_cwd(unless_inside=out)
+        assert str(inside) not in sys.path
+    monkeypatch.chdir(tmp_path)
+    importable_from_cwd(unless_inside=out)
+    assert sys.path[-1] == str(tmp_path)
