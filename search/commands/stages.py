@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from search.commands import add_search_arguments
 from search.commands.values import MAX_CPUS, whole
@@ -37,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
         normalise(args.tracking_uri, "--tracking-uri")
     _, output, _ = locate(args.name, args.output, args.storage)
+    from search.lifecycle.usercode import importable_from_cwd
+
+    importable_from_cwd(unless_inside=Path(output))  # a factory model's code, as resume
     local_token(_address(output, args.run))  # before Ray is imported
     return run_and_print(output, args.run, restart=args.restart, cpus=args.cpus,
                          tracking_uri=args.tracking_uri, storage=args.storage)
