@@ -51,6 +51,14 @@ SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 OBJECT_STORE_BYTES = 512 * 1024 ** 2  # results and checkpoints do not pass through it
 
 
+class _SaidAlready(logging.Filter):
+    """Drops Tune's "Trials did not complete: [search_trial_...]" (an ERROR line of internal
+    names): every failed trial has had its line with its reason, and the run its summary."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Trials did not complete")
+
+
 def quiet_environment() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -59,6 +67,9 @@ def quiet_environment() -> None:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _SaidAlready) for f in tune_log.filters):
+        tune_log.addFilter(_SaidAlready())
     # "Creating initial MLflow database tables..." and its like: not news to a user
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 

@@ -335,3 +335,23 @@ def test_every_dataset_the_space_can_choose_is_checked(tmp_path):
                           f"        cifar10: {{}}\n        cifar100: {{root: {tmp_path}/gone}}")
     with pytest.raises(TrainerError, match=r"data\.root: no cifar100 files at .*gone"):
         check_data(load_space(branch, filename="cifar_here.yaml"))
+
+
+def test_tunes_line_listing_incomplete_trials_is_not_shown():
+    """Each failed trial has its line with its reason and the run its summary; Tune's ERROR
+    line of internal trial names ("Trials did not complete: [search_trial_...]") is dropped,
+    and only that one."""
+    import logging
+
+    from search.cluster.connect import quiet_environment
+
+    quiet_environment()
+    quiet_environment()  # twice: one filter
+    log = logging.getLogger("ray.tune.tune")
+    assert len([f for f in log.filters if type(f).__name__ == "_SaidAlready"]) == 1
+
+    def record(msg):
+        return logging.LogRecord("ray.tune.tune", logging.ERROR, "tune.py", 1, msg, None, None)
+
+    assert not log.filter(record("Trials did not complete: %s"))
+    assert log.filter(record("Experiment failed"))
