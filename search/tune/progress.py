@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ray.tune import Callback, Stopper
@@ -174,7 +175,7 @@ class Progress(Callback):
             detail = error_reason(self.experiment_dir, trial.trial_id) if error else \
                 result.get(FAIL_KEY) or unfit_objective(result, self.objectives)
             if error and trial.error_file:
-                detail += f" ({trial.error_file})"
+                detail += f" (traceback: {self._error_file(trial)})"
         elif state == "COMPLETE":
             detail = f"{self.objective.metric}={value:.4f}" if isinstance(value, float) else ""
             if result.get("test_accuracy") is not None:
@@ -192,6 +193,17 @@ class Progress(Callback):
             self.out.flush()
         else:
             self._say(text + f"  | {self.line()}")
+
+    def _error_file(self, trial) -> str:
+        """Where the trial's traceback is kept: the copy in the run folder (Tune's own path is
+        a staging folder of Ray's session under /tmp), shown relative to here when inside."""
+        if not self.experiment_dir:
+            return str(trial.error_file)
+        path = Path(self.experiment_dir, f"trial_{trial.trial_id}", Path(trial.error_file).name)
+        try:
+            return str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(path)
 
     def line(self) -> str:
         c = self.counts

@@ -69,8 +69,11 @@ def test_live_line_on_a_terminal(tmp_path):
     assert out.getvalue().startswith("\r\x1b[K0/4 done") and "1 running" in out.getvalue()
     Path(tmp_path, "trial_x").mkdir()
     Path(tmp_path, "trial_x", "fail_reason.txt").write_text("RuntimeError: boom\n")
+    t.error_file = "/tmp/ray/session_1/artifacts/run-1/driver_artifacts/trial_x/error.txt"
     p.on_trial_error(2, [t], t)
     assert "trial x FAIL RuntimeError: boom" in out.getvalue()
+    # the traceback's copy in the run folder, not Ray's staging path under /tmp/ray
+    assert f"(traceback: {tmp_path / 'trial_x' / 'error.txt'})" in out.getvalue()
     assert "left" in p.line()  # a time limit gives a remaining time
 
 
