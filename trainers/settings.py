@@ -72,7 +72,7 @@ def import_factory(spec: str, where: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         raise TrainerError(f"{where}: cannot import module {module_name!r} of {spec!r} "
-                           f"({err}); is its folder on PYTHONPATH?") from err
+                           f"({err}); run from its folder or put that on PYTHONPATH") from err
     except Exception as err:  # the user's module failed while importing
         raise TrainerError(f"{where}: importing {module_name!r} of {spec!r} failed: "
                            f"{type(err).__name__}: {err}") from err
