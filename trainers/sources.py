@@ -78,15 +78,14 @@ def from_tensors(images: Any, labels: Any, where: str,
     N×C×H×W images, or N×H×W uint8 images (uint8 is pixels: a channel is added); uint8 images
     are scaled by 1/255, everything else is taken as it is (normalised by the training split)."""
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-    if labels.dtype == torch.bool:  # a binary task's labels: False is class 0, True class 1
-        labels = labels.long()
     if images.dim() == 3 and images.dtype == torch.uint8:
         images = images.unsqueeze(1)
     numeric = images.dtype == torch.uint8 or images.is_floating_point()
     if images.dim() not in (2, 3, 4) or not numeric:
         raise TrainerError(f"{where}: samples must be a float tensor of shape {SHAPES}, got "
                            f"{images.dtype} of shape {tuple(images.shape)}")
-    if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point():
+    if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point() \
+            or labels.dtype == torch.bool:
         raise TrainerError(f"{where}: labels must be a 1-D integer tensor of {len(images)} "
                            f"labels, got {labels.dtype} of shape {tuple(labels.shape)}")
     if len(labels) == 0 or int(labels.min()) < 0:
@@ -95,10 +94,11 @@ def from_tensors(images: Any, labels: Any, where: str,
         bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten()
         raise TrainerError(f"{where}: {len(bad)} samples contain NaN or infinite values (the "
                            f"first is sample {int(bad[0])}); fill or drop them in the factory")
-    if images.dtype == torch.float64 and images.numel() and \
-            float(images.abs().max()) > torch.finfo(torch.float32).max:
+    largest = float(images.abs().max()) if images.dtype == torch.float64 and images.numel() \
+        else 0.0
+    if largest > torch.finfo(torch.float32).max:
         raise TrainerError(f"{where}: samples hold values beyond float32's range (largest "
-                           f"magnitude {float(images.abs().max()):.3g}), which training turns "
+                           f"magnitude {largest:.3g}), which training turns "
                            "into infinities; scale them (e.g. a log transform) in the factory")
     n_classes = max(int(labels.max()) + 1, len(classes or []))
     pixels = images.dtype == torch.uint8 and images.dim() == 4

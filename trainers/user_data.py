@@ -147,7 +147,7 @@ def _from_dataset(ds: Any, where: str) -> Source:
     shape = tuple(as_sample(first[0], where, 0).shape)
     targets = getattr(ds, "targets", None)
     if targets is not None and len(targets) == n:
-        raw = torch.as_tensor(targets)
+        raw = _array(targets)
     else:  # one pass over the samples to stratify
         raw = []
         for i in range(n):

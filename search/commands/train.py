@@ -185,13 +185,12 @@ def run(args: argparse.Namespace) -> int:
 def own_fit(space, config: dict, checkpoint_dir: str | None) -> int:
     """One run of the space's `fit:` function, with the keywords it takes; its per-epoch
     metrics printed as they come."""
-    from search.lifecycle.plan import FINAL_METRICS
-    from search.lifecycle.usercode import (ContractError, check_report, fit_keywords,
-                                          fit_result, resolve_fit)
+    from search.lifecycle.usercode import (ContractError, check_report, epoch_objectives,
+                                          fit_keywords, fit_result, resolve_fit)
 
     fn = resolve_fit(space.fit, f"fit {space.fit}")
     reported: list[dict] = []
-    expects = tuple(o.metric for o in space.objectives if o.metric not in FINAL_METRICS)
+    expects = epoch_objectives(space.objectives)
 
     def report(metrics: dict) -> bool:  # held to the contract a search holds it to
         check_report(metrics, reported, int(config["train"]["epochs"]), expects)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from search.errors import UserError
+from search.lifecycle.plan import FINAL_METRICS
 
 DEFAULT_FIT = "trainers:fit"
 # What a trial passes to a training function besides the config; each is given only when the
@@ -132,12 +133,19 @@ def fit_result(result: Any, reported: list[dict]) -> Any:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ContractError(f"fit returned {key} {value!r:.40}; expected a number (or leave "
                                 "it out)")
-    best, epochs = getattr(result, "best_epoch", None), [h.get("epoch") for h in history]
-    if best is not None and (isinstance(best, bool) or best not in epochs):
-        shown = f"{epochs[0]}..{epochs[-1]}" if epochs else "none"
-        raise ContractError(f"fit returned best_epoch {best!r:.40}, not an epoch it reported "
-                            f"({shown}); return one of them (or leave it out: the last)")
+    # within the epochs trained: a resumed fit reports (and returns) only its later epochs
+    best, last = getattr(result, "best_epoch", None), history[-1].get("epoch") if history else None
+    if best is not None and last is not None and (
+            isinstance(best, bool) or not isinstance(best, int) or not 1 <= best <= last):
+        raise ContractError(f"fit returned best_epoch {best!r:.40}, not an epoch it trained "
+                            f"(1..{last}); return one (or leave it out: the last)")
     return result
+
+
+def epoch_objectives(objectives) -> tuple[str, ...]:
+    """The objectives' metrics every report must carry (those a pruner reads per epoch; the
+    whole-trial ones, FINAL_METRICS, come at the end)."""
+    return tuple(o.metric for o in objectives if o.metric not in FINAL_METRICS)
 
 
 def space_fit(space: Any, override: str | None = None) -> str:

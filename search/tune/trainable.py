@@ -35,7 +35,7 @@ from typing import Any
 
 from search.studies import study as studies
 from search.cluster import gpus
-from search.lifecycle.plan import FINAL_METRICS, Budget, Objective, Resources, epochs_cap
+from search.lifecycle.plan import Budget, Objective, Resources, epochs_cap
 from search.tune.keys import MISTAKE_KEY
 from search.tune.searcher import FAIL_KEY, FINAL_PREFIX, HELD_KEY, NODE_KEY, RESUME_FROM
 from search.tune.outcome import (clean, crash_line, final_fields, fold_fields,  # noqa: F401
@@ -44,7 +44,7 @@ from search.tune.outcome import (clean, crash_line, final_fields, fold_fields,  
 from search.tune.seedrun import KNOWN, OOM
 from search.tune.seeds import SeedFailed, train_seeds
 from search.lifecycle.usercode import (DEFAULT_FIT, ContractError, check_report,
-                                      fit_keywords, fit_result, resolve_fit)
+                                      epoch_objectives, fit_keywords, fit_result, resolve_fit)
 from search.tune.shared_data import shared_for
 
 REPORT_EVERY_S = 10.0  # an epoch ending this long after the last report is reported anyway
@@ -146,8 +146,7 @@ def run_trial(space: Any, plan: TrialPlan, config: dict, shared: Any = None) -> 
     if not plan.resources.gpu:  # Ray leaves CUDA_VISIBLE_DEVICES alone for GPU-less trials
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     work = Path(tempfile.mkdtemp(prefix="search-ckpt-"))
-    reporter = EpochReporter(1, work, plan.report_at, expects=tuple(
-        o.metric for o in plan.objectives if o.metric not in FINAL_METRICS))
+    reporter = EpochReporter(1, work, plan.report_at, expects=epoch_objectives(plan.objectives))
     try:
         try:
             settings = epochs_cap(space.config_from_params(dict(config.get("params", {}))),

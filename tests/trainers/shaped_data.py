@@ -129,6 +129,24 @@ def beyond_float32():
     return x, y
 
 
+class Named(torch.utils.data.Dataset):
+    """A Dataset whose `targets` are class names (as a CSV-backed one might keep them)."""
+
+    def __init__(self) -> None:
+        self.x, y = tabular(30)
+        self.targets = [("cat", "dog", "eel")[i] for i in y.tolist()]
+
+    def __len__(self) -> int:
+        return 30
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.targets[i]
+
+
+def named_targets():
+    return Named()
+
+
 class Broken(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 30

@@ -121,6 +121,7 @@ MISTAKES = [
     ("a_table", r"returned a DataFrame \(a table\); return \(features, labels\)"),
     ("string_labels", r"the labels are strings \('cat', \.\.\.\); map them to class "
                       r"indices 0\.\.C-1"),
+    ("named_targets", r"the labels are strings \('cat', \.\.\.\)"),
     ("one_class", r"every sample has label 0; classification needs at least two classes"),
     ("train_of_one_class", r"\(part 'train'\): every sample has label 0"),
     ("nan_rows", r"2 samples contain NaN or infinite values \(the first is sample 4\)"),

@@ -187,7 +187,7 @@ CONTRACT = [  # what report() was given after which epochs, and what fit returne
     (None, [], [0.5], r"fit returned a list; return a dict"),
     (None, [], {"test_accuracy": "high"}, r"fit returned test_accuracy 'high'; expected a "
                                           r"number"),
-    (None, [], {"best_epoch": 9}, r"fit returned best_epoch 9, not an epoch it reported "
+    (None, [], {"best_epoch": 9}, r"fit returned best_epoch 9, not an epoch it trained "
                                   r"\(1\.\.3\)"),
     (None, [], {"history": "h"}, r"fit returned history of str"),
 ]
@@ -206,6 +206,8 @@ def test_each_break_of_the_fit_contract_is_a_contract_error(metrics, earlier, re
             fit_result(returned, reported)
     check_report({"epoch": 3, "val_accuracy": 0.5}, [{"epoch": 2}], 3, ("val_accuracy",))
     assert fit_result({"best_epoch": 2, "test_accuracy": 0.9}, reported).best_epoch == 2
+    # resumed after epoch 3, it reports 4 and 5 only: its best may be an earlier epoch
+    assert fit_result({"best_epoch": 2}, [{"epoch": 4}, {"epoch": 5}]).best_epoch == 2
     assert fit_result(None, reported).history == reported
 
 
